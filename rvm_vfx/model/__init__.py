@@ -1,0 +1,1 @@
+"""The RVM network, written without torchvision and key-compatible with the official checkpoints."""
