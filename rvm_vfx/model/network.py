@@ -1,0 +1,112 @@
+"""MattingNetwork: encoder → LR-ASPP → recurrent decoder → projection → guided-filter refiner.
+
+The call signature is the official one so that users' scripts carry over unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .decoder import RecurrentDecoder
+from .lraspp import LRASPP
+from .mobilenetv3 import MobileNetV3LargeEncoder
+from .refiners import DeepGuidedFilterRefiner, FastGuidedFilterRefiner
+from .resnet import ResNet50Encoder
+
+Variant = Literal["mobilenetv3", "resnet50"]
+Refiner = Literal["deep_guided_filter", "fast_guided_filter"]
+
+# variant: (encoder, LR-ASPP width, decoder widths for decode3..decode0)
+_VARIANTS: dict[str, tuple[type[nn.Module], int, tuple[int, int, int, int]]] = {
+    "mobilenetv3": (MobileNetV3LargeEncoder, 128, (80, 40, 32, 16)),
+    "resnet50": (ResNet50Encoder, 256, (128, 64, 32, 16)),
+}
+_REFINERS: dict[str, type[nn.Module]] = {
+    "deep_guided_filter": DeepGuidedFilterRefiner,
+    "fast_guided_filter": FastGuidedFilterRefiner,
+}
+
+# Recurrent state widths (r1..r4) per variant: half the decoder width at each scale.
+STATE_CHANNELS = {"mobilenetv3": (16, 20, 40, 64), "resnet50": (16, 32, 64, 128)}
+
+
+class Projection(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def auto_downsample_ratio(height: int, width: int) -> float:
+    """The ratio that brings the long side to 512 pixels, the scale the network was trained at."""
+    return min(512 / max(height, width), 1.0)
+
+
+class MattingNetwork(nn.Module):
+    def __init__(self, variant: Variant = "mobilenetv3", refiner: Refiner = "deep_guided_filter") -> None:
+        super().__init__()
+        if variant not in _VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(_VARIANTS)}, not {variant!r}")
+        if refiner not in _REFINERS:
+            raise ValueError(f"refiner must be one of {sorted(_REFINERS)}, not {refiner!r}")
+        self.variant = variant
+        self.refiner_name = refiner
+        encoder_cls, aspp_channels, decoder_channels = _VARIANTS[variant]
+        self.backbone = encoder_cls()
+        f1, f2, f3, f4 = encoder_cls.channels  # type: ignore[attr-defined]
+        self.aspp = LRASPP(f4, aspp_channels)
+        self.decoder = RecurrentDecoder((f1, f2, f3, aspp_channels), decoder_channels)
+        self.project_mat = Projection(decoder_channels[-1], 4)
+        self.project_seg = Projection(decoder_channels[-1], 1)
+        self.refiner = _REFINERS[refiner]()
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        r1: torch.Tensor | None = None,
+        r2: torch.Tensor | None = None,
+        r3: torch.Tensor | None = None,
+        r4: torch.Tensor | None = None,
+        downsample_ratio: float = 1.0,
+        segmentation_pass: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """``src`` is B×3×H×W or B×T×3×H×W in [0, 1] sRGB; states are None at the start of a shot."""
+        clip = src.ndim == 5
+        if clip:
+            b, t = src.shape[:2]
+            src = src.flatten(0, 1)
+        elif src.ndim == 4:
+            b, t = src.shape[0], 1
+        else:
+            raise ValueError(f"src must be B×3×H×W or B×T×3×H×W, got shape {tuple(src.shape)}")
+
+        if downsample_ratio != 1:
+            src_sm = F.interpolate(
+                src, scale_factor=downsample_ratio, mode="bilinear", align_corners=False, recompute_scale_factor=False
+            )
+        else:
+            src_sm = src
+
+        f1, f2, f3, f4 = self.backbone(src_sm)
+        f4 = self.aspp(f4)
+        hid, r1, r2, r3, r4 = self.decoder(src_sm, f1, f2, f3, f4, r1, r2, r3, r4, t)
+
+        def unfold(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(0, (b, t)) if clip else x
+
+        if segmentation_pass:
+            return unfold(self.project_seg(hid)), r1, r2, r3, r4
+
+        mat = self.project_mat(hid)
+        fgr_residual, pha = mat[:, :3], mat[:, 3:]
+        if downsample_ratio != 1:
+            fgr_residual, pha = self.refiner(src, src_sm, fgr_residual, pha, hid)
+        fgr = (fgr_residual + src).clamp(0.0, 1.0)
+        pha = pha.clamp(0.0, 1.0)
+        return unfold(fgr), unfold(pha), r1, r2, r3, r4
