@@ -1,0 +1,518 @@
+"""Frame sources: numbered image sequences and video files behind one ``read(frame)`` interface.
+
+The rules follow what compositors already type into a Read node, so a path copied out of Nuke or
+Houdini works unchanged: ``####`` (one ``#`` per digit), ``%04d``, ``$F4``, ``@@@@``, a folder holding
+one sequence, or any one frame of it. Frame ranges are written as Nuke writes them (``1001-1100``,
+``1-10x2``), and gaps are reported by frame number, because "3 frames missing" sends a wrangler
+hunting while "missing frames 1003-1005" does not.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from rvm_vfx.errors import ImageReadError, InputError, MissingFramesError
+from rvm_vfx.imageio import ImageHeader, Plate, read_image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "FrameSource",
+    "ImageSequence",
+    "VideoSource",
+    "format_frame",
+    "format_frames",
+    "open_source",
+    "parse_frames",
+    "resolve_frames",
+]
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
+#: Extensions a folder scan treats as frames; anything else in a plate folder (thumbnails' .db,
+#: notes, ...) is ignored rather than reported as a second sequence.
+IMAGE_EXTENSIONS = frozenset(
+    {".exr", ".sxr", ".mxr", ".dpx", ".cin", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".tga", ".hdr",
+     ".bmp", ".sgi", ".rgb", ".jp2", ".webp"}
+)  # fmt: skip
+
+MISSING_POLICIES = ("error", "hold")
+
+# A generous sanity bound: a typo such as "1-10000000" should be an error, not minutes of list building.
+_MAX_FRAMES = 1_000_000
+
+# ------------------------------------------------------------------------------------------ frame ranges
+
+_RANGE = re.compile(r"(-?\d+)(?:-(-?\d+)(?:[x:](\d+))?)?")
+
+
+def parse_frames(text: str) -> list[int]:
+    """``"1001-1050,1060-1100"``, ``"1001"``, ``"1-10x2"`` (comma or space separated) -> sorted frames."""
+    parts = [p for p in re.split(r"[,\s]+", str(text).strip()) if p]
+    if not parts:
+        raise InputError(f"bad frame range {text!r}: empty")
+    frames: set[int] = set()
+    for part in parts:
+        match = _RANGE.fullmatch(part)
+        if match is None:
+            raise InputError(f"bad frame range {text!r}: {part!r} is not N, A-B or A-BxSTEP")
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) is not None else start
+        step = int(match.group(3)) if match.group(3) is not None else 1
+        if end < start:
+            raise InputError(f"bad frame range {text!r}: {part!r} ends before it starts")
+        if step < 1:
+            raise InputError(f"bad frame range {text!r}: {part!r} has a step below 1")
+        if (end - start) // step + 1 + len(frames) > _MAX_FRAMES:
+            raise InputError(f"bad frame range {text!r}: more than {_MAX_FRAMES} frames")
+        frames.update(range(start, end + 1, step))
+    return sorted(frames)
+
+
+def format_frames(frames: Iterable[int], limit: int = 20) -> str:
+    """Compact text for a frame list, the inverse of ``parse_frames``: ``1003-1005, 1010, 1020-1030x2``.
+
+    Only the first ``limit`` groups are spelled out, so a message about a sequence with thousands of
+    gaps stays readable.
+    """
+    values = sorted(set(frames))
+    groups: list[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        if i + 1 < len(values):
+            step = values[i + 1] - values[i]
+            while j + 1 < len(values) and values[j + 1] - values[j] == step:
+                j += 1
+            length = j - i + 1
+            if not (step == 1 and length >= 2 or length >= 3):
+                j = i
+        if j == i:
+            groups.append(str(values[i]))
+        else:
+            step = values[i + 1] - values[i]
+            groups.append(f"{values[i]}-{values[j]}" + (f"x{step}" if step != 1 else ""))
+        i = j + 1
+    if len(groups) > limit:
+        return ", ".join(groups[:limit]) + f", ... ({len(groups) - limit} more)"
+    return ", ".join(groups)
+
+
+# --------------------------------------------------------------------------------------------- patterns
+
+_TOKEN = re.compile(
+    r"(?P<hash>#+)|(?P<at>@+)|%(?P<printf>0?\d+)?d|\$\{F(?P<houdini_braced>\d*)\}|\$F(?P<houdini>\d*)"
+)
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """A sequence name split around its frame number: ``directory/prefix[frame]suffix``."""
+
+    directory: str
+    prefix: str
+    padding: int
+    suffix: str
+
+    def name(self, frame: int) -> str:
+        return self.prefix + _digits(frame, self.padding) + self.suffix
+
+    def path(self, frame: int) -> str:
+        return os.path.join(self.directory, self.name(frame))
+
+    def hashes(self) -> str:
+        return os.path.join(self.directory, self.prefix + "#" * self.padding + self.suffix)
+
+
+def _digits(frame: int, padding: int) -> str:
+    text = str(abs(frame)).zfill(padding)
+    return "-" + text if frame < 0 else text
+
+
+def _split_pattern(pattern: str) -> _Pattern | None:
+    """Split at the frame token, or None when the text has none; the token must be in the file name."""
+    directory, name = os.path.split(pattern)
+    tokens = list(_TOKEN.finditer(name))
+    if len(tokens) > 1:
+        raise InputError(
+            f"{pattern}: more than one frame number token ({', '.join(t.group() for t in tokens)})"
+        )
+    if not tokens:
+        if _TOKEN.search(directory):
+            raise InputError(f"{pattern}: the frame number token must be in the file name, not the folder")
+        return None
+    token = tokens[0]
+    if token.group("hash"):
+        padding = len(token.group("hash"))
+    elif token.group("at"):
+        padding = len(token.group("at"))
+    else:
+        width = token.group("printf") or token.group("houdini_braced") or token.group("houdini") or ""
+        padding = int(width) if width else 1
+    return _Pattern(directory, name[: token.start()], max(padding, 1), name[token.end() :])
+
+
+def format_frame(pattern: str | os.PathLike[str], frame: int) -> str:
+    """The file name of ``frame`` in an output pattern (``####``, ``%04d``, ``$F4``, ``@@@@``)."""
+    text = os.fspath(pattern)
+    parsed = _split_pattern(text)
+    if parsed is None:
+        raise InputError(f"{text}: no frame number in the output pattern; use ####, %04d or $F4")
+    return parsed.path(frame)
+
+
+def _infer_padding(numbers: Iterable[str]) -> int:
+    """Padding of a set of frame-number strings: zero-led ones fix it, else the shortest one does."""
+    numbers = list(numbers)
+    zero_led = [len(n) for n in numbers if len(n) > 1 and n.startswith("0")]
+    if zero_led:
+        return min(zero_led)
+    return min((len(n) for n in numbers), default=1)
+
+
+_NUMBERED = re.compile(r"(?P<prefix>.*?)(?P<number>\d+)(?P<rest>\D*)")
+
+
+def _split_numbered(name: str) -> tuple[str, str, str] | None:
+    """``plate.1001.exr`` -> ``("plate.", "1001", ".exr")``: the last number before the extension."""
+    stem, extension = os.path.splitext(name)
+    match = _NUMBERED.fullmatch(stem)
+    if match is None:
+        return None
+    return match.group("prefix"), match.group("number"), match.group("rest") + extension
+
+
+def _visible_files(directory: str) -> list[str]:
+    try:
+        with os.scandir(directory or ".") as entries:
+            return [e.name for e in entries if not e.name.startswith(".") and e.is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _scan_folder(folder: str) -> _Pattern:
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in _visible_files(folder):
+        if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+            continue
+        split = _split_numbered(name)
+        if split is not None:
+            prefix, number, suffix = split
+            groups.setdefault((prefix, suffix), []).append(number)
+    if not groups:
+        raise InputError(f"{folder}: no numbered image sequence in this folder")
+    patterns = [
+        _Pattern(folder, prefix, _infer_padding(numbers), suffix)
+        for (prefix, suffix), numbers in sorted(groups.items())
+    ]
+    if len(patterns) > 1:
+        listing = "; ".join(f"{p.hashes()} ({format_frames(_frames_on_disk(p), limit=3)})" for p in patterns)
+        raise InputError(
+            f"{folder}: {len(patterns)} image sequences in this folder, pass one as a pattern: {listing}"
+        )
+    return patterns[0]
+
+
+def _frames_on_disk(pattern: _Pattern) -> list[int]:
+    """Frames whose file exists, spelled with the pattern's padding (or unpadded and longer)."""
+    regex = re.compile(re.escape(pattern.prefix) + r"(-?\d+)" + re.escape(pattern.suffix))
+    found = []
+    for name in _visible_files(pattern.directory):
+        match = regex.fullmatch(name)
+        if match is None:
+            continue
+        number = int(match.group(1))
+        # "plate.01001.exr" is not frame 1001 of a 4-padded sequence; "plate.10000.exr" is.
+        if _digits(number, pattern.padding) == match.group(1):
+            found.append(number)
+    return sorted(found)
+
+
+# -------------------------------------------------------------------------------------- frame sources
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """What the renderer needs from a plate: which frames exist and each one as a ``Plate``."""
+
+    pattern: str
+
+    def frames(self) -> list[int]: ...
+
+    def path(self, frame: int) -> str: ...
+
+    def read(self, frame: int) -> Plate: ...
+
+    def close(self) -> None: ...
+
+
+class ImageSequence:
+    """A numbered image sequence on disk, given as a pattern, a folder or any one of its frames."""
+
+    def __init__(self, path: str | os.PathLike[str], layer: str | None = None) -> None:
+        text = os.fspath(path)
+        self.layer = layer
+        parsed = _split_pattern(text)
+        if parsed is not None:
+            self._parsed = parsed
+            self.pattern = text
+            return
+        if os.path.isdir(text):
+            self._parsed = _scan_folder(text)
+        else:
+            directory, name = os.path.split(text)
+            split = _split_numbered(name)
+            if split is None:
+                raise InputError(
+                    f"{text}: not an image sequence: no frame number; use a pattern such as "
+                    "plate.####.exr or pass the folder of frames"
+                )
+            prefix, number, suffix = split
+            if len(number) > 1 and number.startswith("0"):
+                padding = len(number)
+            else:
+                siblings = [number]
+                for sibling in _visible_files(directory):
+                    other = _split_numbered(sibling)
+                    if other is not None and (other[0], other[2]) == (prefix, suffix):
+                        siblings.append(other[1])
+                padding = min(_infer_padding(siblings), len(number))
+            self._parsed = _Pattern(directory, prefix, padding, suffix)
+        self.pattern = self._parsed.hashes()
+
+    @property
+    def padding(self) -> int:
+        return self._parsed.padding
+
+    @property
+    def directory(self) -> str:
+        return self._parsed.directory
+
+    def frames(self) -> list[int]:
+        """Frames present on disk now (listed afresh on each call: a farm may still be writing them)."""
+        return _frames_on_disk(self._parsed)
+
+    @property
+    def first(self) -> int:
+        return self._bounds()[0]
+
+    @property
+    def last(self) -> int:
+        return self._bounds()[1]
+
+    def _bounds(self) -> tuple[int, int]:
+        frames = self.frames()
+        if not frames:
+            raise MissingFramesError(f"{self.pattern}: no frames on disk")
+        return frames[0], frames[-1]
+
+    def path(self, frame: int) -> str:
+        return self._parsed.path(frame)
+
+    def read(self, frame: int) -> Plate:
+        return read_image(self.path(frame), self.layer)
+
+    def close(self) -> None:
+        """Nothing held open; present so every source can be closed the same way."""
+
+    def __enter__(self) -> ImageSequence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ImageSequence({self.pattern!r}, layer={self.layer!r})"
+
+
+class VideoSource:
+    """A video file as frames ``start_frame, start_frame + 1, ...``, decoded with PyAV.
+
+    Decoding runs forward only: reading frames in order costs one decode each, and a step back
+    reopens the decoder from the start rather than seeking. Seeking by timestamp lands on keyframes
+    and cannot be trusted to give frame N exactly in variable-frame-rate or edit-listed files, and a
+    matte that is one frame off its plate is worse than a slow one. Pixels are 8 bits (or 16 for
+    high-bit-depth video) sRGB-encoded RGB in [0, 1], converted by FFmpeg using the stream's own
+    matrix and range tags.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], start_frame: int = 1) -> None:
+        import av  # imported here so image-only work never pays for FFmpeg
+
+        self._av = av
+        self.filename = os.fspath(path)
+        self.pattern = self.filename
+        self.start_frame = int(start_frame)
+        if not os.path.exists(self.filename):
+            raise ImageReadError(f"{self.filename}: file not found")
+        if os.path.getsize(self.filename) == 0:
+            raise ImageReadError(f"{self.filename}: file is empty (0 bytes)")
+        self._lock = threading.Lock()
+        self._container = None
+        self._open()
+        stream = self._stream
+        self.width = int(stream.codec_context.width)
+        self.height = int(stream.codec_context.height)
+        self.frame_rate: Fraction | None = Fraction(stream.average_rate) if stream.average_rate else None
+        aspect = stream.sample_aspect_ratio
+        self.pixel_aspect = float(aspect) if aspect else 1.0
+        pixel_format = stream.codec_context.format
+        self.bits = max((c.bits for c in pixel_format.components), default=8) if pixel_format else 8
+        self.codec = stream.codec_context.name
+        self._count = int(stream.frames) or self._count_packets()
+        if self._count <= 0:
+            raise ImageReadError(f"{self.filename}: video has no frames")
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _open(self) -> None:
+        av = self._av
+        if self._container is not None:
+            self._container.close()
+        try:
+            self._container = av.open(self.filename)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise ImageReadError(f"{self.filename}: cannot read video: {exc}") from exc
+        if not self._container.streams.video:
+            self._container.close()
+            raise ImageReadError(f"{self.filename}: no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        self._decoded: Iterator = self._container.decode(self._stream)
+        self._next_index = 0
+
+    def _count_packets(self) -> int:
+        """Frame count for containers that do not store one (mkv, webm): one packet per frame."""
+        try:
+            count = sum(1 for packet in self._container.demux(self._stream) if packet.size)
+        finally:
+            self._open()
+        return count
+
+    def frames(self) -> list[int]:
+        return list(range(self.start_frame, self.start_frame + self._count))
+
+    @property
+    def first(self) -> int:
+        return self.start_frame
+
+    @property
+    def last(self) -> int:
+        return self.start_frame + self._count - 1
+
+    def path(self, frame: int) -> str:
+        return self.filename
+
+    def header(self) -> ImageHeader:
+        return ImageHeader(
+            width=self.width,
+            height=self.height,
+            pixel_aspect=self.pixel_aspect,
+            attributes={"rvm:source_video": self.filename},
+            colorspace=None,
+            is_float=False,
+            format_name=self.codec,
+            bits=self.bits,
+        )
+
+    def read(self, frame: int) -> Plate:
+        index = frame - self.start_frame
+        if not 0 <= index < self._count:
+            raise ImageReadError(
+                f"{self.filename}: frame {frame} is outside the video ({self.first}-{self.last})"
+            )
+        with self._lock:
+            if self._cached is None or self._cached[0] != index:
+                self._cached = (index, self._decode(index))
+            rgb = self._cached[1].copy()
+        return Plate(rgb=rgb, header=self.header(), path=self.filename)
+
+    def _decode(self, index: int) -> np.ndarray:
+        av = self._av
+        if index < self._next_index:
+            self._open()
+        try:
+            while True:
+                frame = next(self._decoded)
+                self._next_index += 1
+                if self._next_index > index:
+                    break
+        except StopIteration:
+            raise ImageReadError(
+                f"{self.filename}: video ended after {self._next_index} frames, "
+                f"frame {index + self.start_frame} requested"
+            ) from None
+        except av.error.FFmpegError as exc:
+            frame_number = index + self.start_frame
+            raise ImageReadError(f"{self.filename}: cannot decode frame {frame_number}: {exc}") from exc
+        if self.bits > 8:
+            return frame.to_ndarray(format="rgb48le").astype(np.float32) / np.float32(65535.0)
+        return frame.to_ndarray(format="rgb24").astype(np.float32) / np.float32(255.0)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"VideoSource({self.filename!r}, start_frame={self.start_frame})"
+
+
+def open_source(
+    path: str | os.PathLike[str], layer: str | None = None, start_frame: int = 1
+) -> ImageSequence | VideoSource:
+    """The right source for a path: a video file by its extension, else an image sequence."""
+    text = os.fspath(path)
+    if os.path.splitext(text)[1].lower() in VIDEO_EXTENSIONS and _split_pattern(text) is None:
+        return VideoSource(text, start_frame=start_frame)
+    return ImageSequence(text, layer=layer)
+
+
+def resolve_frames(
+    seq: FrameSource, frames: Iterable[int] | None = None, missing: str = "error"
+) -> list[tuple[int, int]]:
+    """Pair each output frame with the frame to read for it.
+
+    ``frames`` None means every frame from the first to the last on disk, so gaps inside are caught.
+    ``missing="hold"`` fills a gap with the last frame before it (or, before the first frame, the
+    first), as a Nuke Read does, keeping output numbering continuous for editorial.
+    """
+    if missing not in MISSING_POLICIES:
+        accepted = ", ".join(MISSING_POLICIES)
+        raise InputError(f"unknown missing-frames policy {missing!r}; accepted: {accepted}")
+    on_disk = sorted(set(seq.frames()))
+    if frames is None:
+        if not on_disk:
+            raise MissingFramesError(f"{seq.pattern}: no frames on disk")
+        requested = list(range(on_disk[0], on_disk[-1] + 1))
+    else:
+        requested = sorted(set(frames))
+        if not requested:
+            raise InputError(f"{seq.pattern}: empty frame range")
+    present = set(on_disk)
+    absent = [f for f in requested if f not in present]
+    if absent and (missing == "error" or not on_disk):
+        raise MissingFramesError(
+            f"{seq.pattern}: missing frames {format_frames(absent)} (of {format_frames(requested)})"
+        )
+    mapping = []
+    for frame in requested:
+        if frame in present:
+            mapping.append((frame, frame))
+            continue
+        position = bisect.bisect_left(on_disk, frame)
+        mapping.append((frame, on_disk[position - 1] if position > 0 else on_disk[0]))
+    return mapping
