@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from .decoder import RecurrentDecoder
 from .lraspp import LRASPP
 from .mobilenetv3 import MobileNetV3LargeEncoder
-from .refiners import DeepGuidedFilterRefiner, FastGuidedFilterRefiner
+from .refiners import DeepGuidedFilterRefiner, FastGuidedFilterRefiner, guided_upsample
 from .resnet import ResNet50Encoder
 
 Variant = Literal["mobilenetv3", "resnet50"]
@@ -65,6 +65,9 @@ class MattingNetwork(nn.Module):
         self.project_mat = Projection(decoder_channels[-1], 4)
         self.project_seg = Projection(decoder_channels[-1], 1)
         self.refiner = _REFINERS[refiner]()
+        # Set by optimize_for_inference: the low-resolution branch then runs channels-last while the
+        # full-resolution plate stays plane-major for the refiner's row strips.
+        self.channels_last_inputs = False
 
     def forward(
         self,
@@ -92,6 +95,8 @@ class MattingNetwork(nn.Module):
             )
         else:
             src_sm = src
+        if self.channels_last_inputs:
+            src_sm = src_sm.contiguous(memory_format=torch.channels_last)
 
         f1, f2, f3, f4 = self.backbone(src_sm)
         f4 = self.aspp(f4)
@@ -106,7 +111,9 @@ class MattingNetwork(nn.Module):
         mat = self.project_mat(hid)
         fgr_residual, pha = mat[:, :3], mat[:, 3:]
         if downsample_ratio != 1:
-            fgr_residual, pha = self.refiner(src, src_sm, fgr_residual, pha, hid)
-        fgr = (fgr_residual + src).clamp(0.0, 1.0)
-        pha = pha.clamp(0.0, 1.0)
+            a, b = self.refiner(src_sm, fgr_residual, pha, hid)
+            fgr, pha = guided_upsample(a, b, src)
+        else:
+            fgr = (fgr_residual + src).clamp(0.0, 1.0)
+            pha = pha.clamp(0.0, 1.0)
         return unfold(fgr), unfold(pha), r1, r2, r3, r4
