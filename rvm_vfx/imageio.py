@@ -295,13 +295,22 @@ def list_layers(path: str | os.PathLike[str]) -> list[str]:
     """Layers a plate offers, for a host's layer menu (``"rgba"`` is the unprefixed R, G, B)."""
     path = os.fspath(path)
     _check_exists(path)
-    inp = oiio.ImageInput.open(path)
-    if inp is None:
-        raise _corrupt(path, _oiio_message())
+    inp = _open(path)
     try:
         return _layers_of(_subimage_specs(inp))
     finally:
         inp.close()
+
+
+def _open(path: str) -> oiio.ImageInput:
+    config = oiio.ImageSpec()
+    # PNG and some TIFFs store unassociated alpha, which OIIO would multiply into the colour on read.
+    # The alpha is ignored here, so that would only darken the plate (to black where alpha is 0).
+    config.attribute("oiio:UnassociatedAlpha", 1)
+    inp = oiio.ImageInput.open(path, config)
+    if inp is None:
+        raise _corrupt(path, _oiio_message())
+    return inp
 
 
 def _check_exists(path: str) -> None:
@@ -322,9 +331,7 @@ def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
     """
     path = os.fspath(path)
     _check_exists(path)
-    inp = oiio.ImageInput.open(path)
-    if inp is None:
-        raise _corrupt(path, _oiio_message())
+    inp = _open(path)
     try:
         specs = _subimage_specs(inp)
         if not specs:
@@ -467,8 +474,9 @@ def _build_spec(
     # OpenImageIO keeps oiio:ColorSpace out of the file and writes it as the standard colorInteropID
     # only for spaces it can identify; a studio config's own names would be lost, so record the exact
     # name too.
-    spec.attribute("oiio:ColorSpace", colorspace)
-    spec.attribute("rvm:colorspace", colorspace)
+    if colorspace:
+        spec.attribute("oiio:ColorSpace", colorspace)
+        spec.attribute("rvm:colorspace", colorspace)
     return spec
 
 

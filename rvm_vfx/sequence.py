@@ -169,13 +169,17 @@ def format_frame(pattern: str | os.PathLike[str], frame: int) -> str:
     return parsed.path(frame)
 
 
-def _infer_padding(numbers: Iterable[str]) -> int:
-    """Padding of a set of frame-number strings: zero-led ones fix it, else the shortest one does."""
+def _infer_padding(numbers: Iterable[str], must_fit: str | None = None) -> int:
+    """The padding that most of these frame-number strings are written with.
+
+    A stray file of another padding (``plate.01003.exr`` among ``plate.1001.exr``...) is outvoted
+    instead of deciding the pattern; ``must_fit`` is a number the answer has to accept.
+    """
     numbers = list(numbers)
-    zero_led = [len(n) for n in numbers if len(n) > 1 and n.startswith("0")]
-    if zero_led:
-        return min(zero_led)
-    return min((len(n) for n in numbers), default=1)
+    candidates = sorted({len(n.lstrip("-")) for n in numbers}) or [1]
+    if must_fit is not None:
+        candidates = [p for p in candidates if _digits(int(must_fit), p) == must_fit] or [len(must_fit)]
+    return max(candidates, key=lambda p: (sum(_digits(int(n), p) == n for n in numbers), -p))
 
 
 _NUMBERED = re.compile(r"(?P<prefix>.*?)(?P<number>\d+)(?P<rest>\D*)")
@@ -276,15 +280,12 @@ class ImageSequence:
                     "plate.####.exr or pass the folder of frames"
                 )
             prefix, number, suffix = split
-            if len(number) > 1 and number.startswith("0"):
-                padding = len(number)
-            else:
-                siblings = [number]
-                for sibling in _visible_files(directory):
-                    other = _split_numbered(sibling)
-                    if other is not None and (other[0], other[2]) == (prefix, suffix):
-                        siblings.append(other[1])
-                padding = min(_infer_padding(siblings), len(number))
+            siblings = [number]
+            for sibling in _visible_files(directory):
+                other = _split_numbered(sibling)
+                if other is not None and (other[0], other[2]) == (prefix, suffix):
+                    siblings.append(other[1])
+            padding = _infer_padding(siblings, must_fit=number)
             self._parsed = _Pattern(directory, prefix, padding, suffix)
         self.pattern = self._parsed.hashes()
 
