@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import deque
 from functools import cache
 from pathlib import Path
@@ -20,7 +19,8 @@ import pytest
 from rvm_vfx import metrics
 from rvm_vfx.errors import ImageReadError, InputError
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import DATA
+
 CLIPS = ("0000", "0001", "0002")
 FRAMES = 4
 REF_METRICS = (
@@ -38,31 +38,16 @@ REL_TOL = 1e-4
 ABS_FLOOR = 1e-9
 
 
-def _reference_root() -> Path | None:
-    candidates = [
-        os.environ.get("RVM_METRIC_REFERENCE"),
-        REPO / "shared" / "data" / "metric_reference",
-        REPO.parent / "shared" / "data" / "metric_reference",
-    ]
-    for cand in candidates:
-        if cand and (Path(cand) / "reference_values.json").is_file():
-            return Path(cand)
-    return None
-
-
-REF_ROOT = _reference_root()
-needs_reference = pytest.mark.skipif(REF_ROOT is None, reason="metric_reference fixture not found")
+REF_ROOT = DATA / "metric_reference"
 
 
 @cache
 def _reference() -> dict:
-    assert REF_ROOT is not None
     return json.loads((REF_ROOT / "reference_values.json").read_text())
 
 
 @cache
 def _clip(clip: str) -> dict[str, list[np.ndarray]]:
-    assert REF_ROOT is not None
     out: dict[str, list[np.ndarray]] = {}
     for side in ("pred", "true"):
         base = REF_ROOT / side / "synthetic" / clip
@@ -96,7 +81,6 @@ def _assert_close(ours: float, ref: float, what: str) -> None:
 # ------------------------------------------------------------------------------------ reference fixture
 
 
-@needs_reference
 @pytest.mark.parametrize("metric", REF_METRICS)
 @pytest.mark.parametrize("clip", CLIPS)
 def test_matches_official_evaluation(clip: str, metric: str) -> None:
@@ -107,7 +91,6 @@ def test_matches_official_evaluation(clip: str, metric: str) -> None:
         _assert_close(o, r, f"clip {clip} frame {i} {metric}")
 
 
-@needs_reference
 @pytest.mark.parametrize("metric", REF_METRICS)
 def test_summary_matches_official_sheet(metric: str) -> None:
     # The sheet averages over frame index the per-frame mean over clips; with equal clip lengths
@@ -120,7 +103,6 @@ def test_summary_matches_official_sheet(metric: str) -> None:
         _assert_close(float(np.mean(means)), _reference()["summary"][metric], f"mean {metric}")
 
 
-@needs_reference
 def test_grad_filter_matches_reference_description() -> None:
     desc = _reference()["grad_filter"]
     fx, fy = metrics.gauss_gradient_filters(desc["sigma"], desc["epsilon"])
@@ -128,7 +110,6 @@ def test_grad_filter_matches_reference_description() -> None:
     np.testing.assert_allclose(fx[desc["size"] // 2], desc["filter_x_center_row"], rtol=1e-12, atol=1e-15)
 
 
-@needs_reference
 def test_eight_connectivity_does_not_reproduce_reference() -> None:
     # Guards the choice of 4-connectivity: with 8 the spurious blob of clip 0000 merges differently.
     data = _clip("0000")
@@ -137,9 +118,7 @@ def test_eight_connectivity_does_not_reproduce_reference() -> None:
     assert abs(c8 - ref) > 1e-3 * ref
 
 
-@needs_reference
 def test_load_matte_reads_8bit_png_as_code_over_255() -> None:
-    assert REF_ROOT is not None
     alpha = metrics.load_matte(REF_ROOT / "true" / "synthetic" / "0000" / "pha" / "0000.png")
     assert alpha.dtype == np.float32
     assert alpha.shape == (288, 512)

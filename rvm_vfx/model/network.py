@@ -111,8 +111,8 @@ class MattingNetwork(nn.Module):
         mat = self.project_mat(hid)
         fgr_residual, pha = mat[:, :3], mat[:, 3:]
         if downsample_ratio != 1:
-            a, b = self.refiner(src_sm, fgr_residual, pha, hid)
-            fgr, pha = guided_upsample(a, b, src)
+            coef_a, coef_b = self.refiner(src_sm, fgr_residual, pha, hid)
+            fgr, pha = guided_upsample(coef_a, coef_b, src)
         else:
             fgr = (fgr_residual + src).clamp(0.0, 1.0)
             pha = pha.clamp(0.0, 1.0)
