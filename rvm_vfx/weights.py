@@ -119,8 +119,9 @@ def _read_pickle(path: Path) -> StateDict:
             f"loaded. Only plain state_dict checkpoints are accepted. ({_first_line(exc)})"
         ) from exc
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or another format): "
-                              f"{_first_line(exc)}") from exc
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or another format): {_first_line(exc)}"
+        ) from exc
     state = _unwrap(obj, path)
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
@@ -256,7 +257,9 @@ def _read_tfjs(manifest_path: Path) -> StateDict:
     return state
 
 
-def _conv_modules(model: nn.Module, skip: Iterable[str]) -> tuple[list[tuple[str, nn.Conv2d]], list[tuple[str, nn.Conv2d]]]:
+def _conv_modules(
+    model: nn.Module, skip: Iterable[str]
+) -> tuple[list[tuple[str, nn.Conv2d]], list[tuple[str, nn.Conv2d]]]:
     regular, depthwise = [], []
     for name, module in model.named_modules():
         if not isinstance(module, nn.Conv2d) or any(name.startswith(s) for s in skip):

@@ -46,7 +46,10 @@ def test_every_variant_and_refiner_runs(variant: str, refiner: str) -> None:
     widths = {"mobilenetv3": (16, 20, 40, 64), "resnet50": (16, 32, 64, 128)}[variant]
     # 70×94 at ratio 0.5 is 35×47: states at 1/2, 1/4, 1/8, 1/16 of that (ceil-mode pooling).
     assert [tuple(r.shape) for r in rec] == [
-        (2, widths[0], 18, 24), (2, widths[1], 9, 12), (2, widths[2], 5, 6), (2, widths[3], 3, 3)
+        (2, widths[0], 18, 24),
+        (2, widths[1], 9, 12),
+        (2, widths[2], 5, 6),
+        (2, widths[3], 3, 3),
     ]
     assert seg.shape == (2, 1, 35, 47)
     assert all(torch.equal(a, b) for a, b in zip(rec, rec2, strict=True))

@@ -91,7 +91,9 @@ class OutputBlock(nn.Module):
 
 
 class RecurrentDecoder(nn.Module):
-    def __init__(self, feature_channels: tuple[int, int, int, int], decoder_channels: tuple[int, int, int, int]) -> None:
+    def __init__(
+        self, feature_channels: tuple[int, int, int, int], decoder_channels: tuple[int, int, int, int]
+    ) -> None:
         super().__init__()
         self.avgpool = nn.AvgPool2d(2, 2, count_include_pad=False, ceil_mode=True)
         f1, f2, f3, f4 = feature_channels
