@@ -459,8 +459,8 @@ def _build_spec(
 ) -> oiio.ImageSpec:
     channels = pixels.shape[2]
     spec = oiio.ImageSpec(header.width, header.height, channels, oiio.TypeDesc("half"))
-    spec.channelnames = ("R", "G", "B", "A") if channels == 4 else ("A",)
-    spec.alpha_channel = channels - 1
+    spec.channelnames = {4: ("R", "G", "B", "A"), 3: ("R", "G", "B"), 1: ("A",)}[channels]
+    spec.alpha_channel = -1 if channels == 3 else channels - 1
     spec.x, spec.y = header.x, header.y
     spec.full_x, spec.full_y = header.full_x, header.full_y
     spec.full_width, spec.full_height = header.full_width, header.full_height
@@ -521,8 +521,8 @@ def write_exr(
     pixels = np.asarray(rgba)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 4):
-        raise ValueError(f"{path}: expected H×W×4 (RGBA) or H×W×1 (alpha) pixels, got {pixels.shape}")
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4):
+        raise ValueError(f"{path}: expected H×W×4 (RGBA), H×W×3 (RGB) or H×W×1 (alpha) pixels, got {pixels.shape}")
     if pixels.shape[:2] != (header.height, header.width):
         raise ValueError(
             f"{path}: pixels are {pixels.shape[1]}×{pixels.shape[0]} but the header's data window is "

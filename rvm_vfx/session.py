@@ -1,0 +1,176 @@
+"""MattingSession: a loaded network plus its recurrent memory across a frame range.
+
+RVM's quality comes from what it remembers of earlier frames (r1..r4). The session owns that memory,
+so a render can carry it across thousands of frames, drop it where a shot changes size, and save and
+restore it exactly so that a resumed render writes the very frames an uninterrupted one would.
+It is also where speed lives: the network is converted once to its inference form, and every step
+reuses the same layout and dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError
+from .model import MattingNetwork, auto_downsample_ratio
+from .model.inference import optimize_for_inference
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SNAPSHOT_VERSION = 1
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` prefers CUDA, then Apple's MPS, then the CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was requested but no CUDA device is available")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' was requested but MPS is not available")
+    if device not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device {device!r}; expected auto, cpu, cuda or mps")
+    return torch.device(device)
+
+
+class MattingSession:
+    """Feeds consecutive frames through the network, keeping r1..r4 between calls.
+
+    ``step`` takes frames already in model space (sRGB-encoded, [0, 1], N×3×H×W, consecutive
+    frames of one shot) and returns ``(fgr, pha)`` as float32 tensors on the CPU.
+    """
+
+    def __init__(
+        self,
+        model: MattingNetwork,
+        downsample_ratio: str | float = "auto",
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        optimize: bool = True,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}; expected fp32, fp16 or bf16")
+        if isinstance(downsample_ratio, str) and downsample_ratio != "auto":
+            raise InputError(f"downsample ratio must be 'auto' or a number in (0, 1], got {downsample_ratio!r}")
+        if not isinstance(downsample_ratio, str) and not 0 < float(downsample_ratio) <= 1:
+            raise InputError(f"downsample ratio must be in (0, 1], got {downsample_ratio}")
+        self.device = pick_device(device) if isinstance(device, str) else device
+        if precision == "fp16" and self.device.type == "cpu":
+            raise InputError("precision fp16 needs a GPU (cuda or mps); on the CPU use fp32 or bf16")
+        self.precision = precision
+        self.downsample_ratio = downsample_ratio
+        self.variant = model.variant
+        self.refiner = model.refiner_name
+        network = optimize_for_inference(model) if optimize else model.eval()
+        # fp16 runs the weights in half (GPU); bf16 uses autocast so accuracy-critical ops stay fp32.
+        weight_dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.network = network.to(device=self.device, dtype=weight_dtype)
+        self._input_dtype = weight_dtype
+        self._on_warning = on_warning
+        self._state: list[torch.Tensor | None] = [None] * 4
+        self.frame_size: tuple[int, int] | None = None
+        self.frames_seen = 0
+
+    # ------------------------------------------------------------------ stepping
+
+    def ratio_for(self, height: int, width: int) -> float:
+        if self.downsample_ratio == "auto":
+            return auto_downsample_ratio(height, width)
+        return float(self.downsample_ratio)
+
+    def _autocast(self) -> Any:
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def step(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Matte ``src`` (N×3×H×W consecutive frames) and advance the recurrent state by N frames."""
+        if src.ndim != 4 or src.shape[1] != 3:
+            raise ValueError(f"step expects N×3×H×W frames, got shape {tuple(src.shape)}")
+        size = (int(src.shape[2]), int(src.shape[3]))
+        if self.frame_size is not None and size != self.frame_size:
+            self._warn(
+                f"frame size changed from {self.frame_size[1]}×{self.frame_size[0]} to {size[1]}×{size[0]}: "
+                "recurrent state reset"
+            )
+            self.reset()
+        self.frame_size = size
+        ratio = self.ratio_for(*size)
+        frames = src.to(device=self.device, dtype=self._input_dtype, non_blocking=True)
+        with torch.inference_mode(), self._autocast():
+            if frames.shape[0] == 1:
+                fgr, pha, *state = self.network(frames, *self._state, downsample_ratio=ratio)
+            else:  # one clip of N frames: the same computation as N single steps
+                fgr, pha, *state = self.network(frames[None], *self._state, downsample_ratio=ratio)
+                fgr, pha = fgr[0], pha[0]
+        self._state = state
+        self.frames_seen += int(src.shape[0])
+        return fgr.float().cpu(), pha.float().cpu()
+
+    def reset(self) -> None:
+        """Forget earlier frames: the next step starts as on the first frame of a shot."""
+        self._state = [None] * 4
+        self.frame_size = None
+        self.frames_seen = 0
+
+    def _warn(self, message: str) -> None:
+        log.warning(message)
+        if self._on_warning is not None:
+            self._on_warning(message)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here, as plain tensors and numbers (no pickled code)."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "variant": self.variant,
+            "refiner": self.refiner,
+            "frame_size": list(self.frame_size) if self.frame_size else None,
+            "frames_seen": self.frames_seen,
+            "state": [None if s is None else s.detach().to("cpu", copy=True) for s in self._state],
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise InputError(f"snapshot version {snap.get('version')!r} is not {SNAPSHOT_VERSION}")
+        if (snap.get("variant"), snap.get("refiner")) != (self.variant, self.refiner):
+            raise InputError(
+                f"snapshot was taken with {snap.get('variant')}/{snap.get('refiner')}, "
+                f"this session runs {self.variant}/{self.refiner}"
+            )
+        self._state = [None if s is None else s.to(device=self.device, dtype=self._input_dtype) for s in snap["state"]]
+        self.frame_size = tuple(snap["frame_size"]) if snap["frame_size"] else None  # type: ignore[assignment]
+        self.frames_seen = int(snap["frames_seen"])
+
+    def save_snapshot(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
+        """Write the snapshot atomically, so a crash mid-save leaves the previous one intact."""
+        save_snapshot(path, {**self.snapshot(), **(extra or {})})
+
+
+def save_snapshot(path: str | os.PathLike[str], snap: dict[str, Any]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(snap, tmp)
+    os.replace(tmp, path)
+
+
+def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Snapshots are read weights-only: a tampered file cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable snapshot is simply unusable
+        raise InputError(f"{path}: unreadable snapshot: {exc}") from exc
