@@ -66,7 +66,11 @@ def download_weights(dest: Path | None = None, url: str = OFFICIAL_URL, timeout:
             f"could not download {url}: {exc}. If this machine is offline, copy {OFFICIAL_FILENAME} "
             f"from a machine that is not to {dest} or set ${CHECKPOINT_ENV} to its path."
         ) from exc
-    load_state_dict(tmp)  # refuse to install something that is not a checkpoint
+    try:
+        load_state_dict(tmp)  # refuse to install something that is not a checkpoint
+    except CheckpointError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"downloaded {url}, but it is not a usable checkpoint: {exc}") from exc
     os.replace(tmp, dest)
     return dest
 
@@ -110,15 +114,26 @@ def load_state_dict(path: str | os.PathLike[str]) -> StateDict:
     return _read_pickle(path)
 
 
+_PICKLE_PROTO = 0x80  # the first opcode of every protocol >= 2 pickle, and so of every legacy torch.save
+
+
 def _read_pickle(path: Path) -> StateDict:
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        raise CheckpointError(f"{path}: a Git LFS pointer, not the weights themselves: fetch them with `git lfs pull`")
+    if not head.startswith(b"PK\x03\x04") and head[0] != _PICKLE_PROTO:  # a zip (maybe truncated), a pickle
+        raise CheckpointError(
+            f"{path}: not a checkpoint: neither a PyTorch zip archive nor a pickle (starts with {head[:16]!r})"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{path}: refused: the file holds Python objects beyond tensors, which could run code when "
-            f"loaded. Only plain state_dict checkpoints are accepted. ({_first_line(exc)})"
+            f"loaded. Only plain state_dict checkpoints are accepted. ({_unpickling_reason(exc)})"
         ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch raises many types (KeyError, RuntimeError, EOFError...)
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or another format): {_first_line(exc)}"
         ) from exc
@@ -146,6 +161,15 @@ def _read_torchscript(path: Path) -> StateDict:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged archive
         raise CheckpointError(f"{path}: not a readable TorchScript file: {_first_line(exc)}") from exc
     return {k: v.float() if v.is_floating_point() else v for k, v in scripted.state_dict().items()}
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """The line of torch's long weights-only message that names what was refused (e.g. a GLOBAL)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or line.startswith("Unsupported"):
+            return line
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -355,6 +379,10 @@ def build_model(state: StateDict, source: str = "checkpoint") -> MattingNetwork:
         raise CheckpointError(f"{source}: {exc}") from None
     model = MattingNetwork(variant, refiner)  # type: ignore[arg-type]
     expected = model.state_dict()
+    # TorchScript archives keep non-persistent buffers (constants such as the input normalisation)
+    # in their state_dict; they are not weights, so they are neither required nor unexpected.
+    constants = {name for name, _ in model.named_buffers()} - set(expected)
+    state = {k: v for k, v in state.items() if k not in constants}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
