@@ -139,9 +139,6 @@ def _check_outputs(job: Job, frames: list[int], ours: bool) -> None:
     """Refuse to overwrite unless asked (or the files are this job's own, being resumed)."""
     patterns = [p for p in (job.output, job.alpha_output, job.fg_output) if p]
     for pattern in patterns:
-        if format_frame(pattern, 1) == format_frame(pattern, 2):
-            raise InputError(f"output {pattern!r} has no frame number token (####, %04d or $F4)")
-    for pattern in patterns:
         folder = Path(format_frame(pattern, frames[0])).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -343,8 +340,13 @@ class _Renderer:
         job = self.job
         started = time.perf_counter()
         device = pick_device(job.device)
+        self._frame: int | None = None
         self.session = MattingSession(
-            self.model, job.downsample, device=device, precision=job.precision, on_warning=self.warn
+            self.model,
+            job.downsample,
+            device=device,
+            precision=job.precision,
+            on_warning=lambda message: self.warn(f"frame {self._frame}: {message}"),
         )
         source = open_source(job.input, layer=job.layer, start_frame=job.start_frame)
         try:
@@ -437,6 +439,7 @@ class _Renderer:
                     plate, model_rgb, space = reads.popleft().result()
                     top_up()
                     tensor = torch.from_numpy(model_rgb).permute(2, 0, 1)[None]
+                    self._frame = frame
                     fgr, pha = self.session.step(tensor)
                     if not write:
                         continue
