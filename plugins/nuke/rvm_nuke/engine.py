@@ -1,0 +1,374 @@
+"""Running the rvm-vfx engine as a subprocess and following its JSON progress lines, without Nuke.
+
+torch cannot live inside Nuke's Python, so the engine runs in its own environment and talks back
+through one JSON object per line on stdout (``rvm-vfx render JOB.json --progress json``). This module
+starts it, turns its lines into events, stops it when the artist cancels (SIGTERM: the engine finishes
+the frame in flight, which it writes atomically; a kill after a timeout, then its hidden temporary
+files are removed) and reduces the outcome to one message an artist can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "EngineResult",
+    "engine_command",
+    "engine_launcher",
+    "render_command",
+    "engine_environment",
+    "parse_line",
+    "progress_text",
+    "run_engine",
+]
+
+# Variables Nuke sets for its own interpreter; inherited, they would make the engine's (different)
+# Python load Nuke's standard library and site-packages.
+_NUKE_PYTHON_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONUSERBASE")
+
+#: How long a cancelled engine may take to finish its frame in flight before it is killed.
+STOP_TIMEOUT_S = 60.0
+
+# The engine's temporary frame names (rvm_vfx.imageio): ".<name>.<pid>.<8 hex>.tmp.exr".
+_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp\.exr$")
+
+
+class EngineNotFound(Exception):
+    """No way to start the engine was configured; the message says where to set one."""
+
+
+def engine_launcher(python: str | None, which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """How to start the engine: ``<python> -m rvm_vfx``, else the ``rvm-vfx`` console script on PATH.
+
+    The PATH fallback is how a studio that installs the engine centrally would expose it. Resolved
+    before any work starts, so a missing engine is reported before a long precomp, not after.
+    """
+    if python:
+        return [python, "-m", "rvm_vfx"]
+    script = which("rvm-vfx")
+    if script:
+        return [script]
+    raise EngineNotFound(
+        "Cannot find the rvm-vfx engine: set 'engine Python' (Preferences > RVM, or the node's knob) to the "
+        "python of the environment where rvm-vfx is installed, or set $RVM_VFX_PYTHON."
+    )
+
+
+def render_command(launcher: list[str], job_path: str) -> list[str]:
+    return [*launcher, "render", job_path, "--progress", "json"]
+
+
+def engine_command(python: str | None, job_path: str, which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """The command line of a render: ``<python> -m rvm_vfx render JOB --progress json``."""
+    return render_command(engine_launcher(python, which), job_path)
+
+
+def engine_environment(base: Mapping[str, str], ocio: str | None = None) -> dict[str, str]:
+    """The engine's environment: Nuke's, minus the variables that point Python at Nuke's own libraries."""
+    env = {k: v for k, v in base.items() if k not in _NUKE_PYTHON_VARIABLES}
+    env["PYTHONUNBUFFERED"] = "1"
+    if ocio:
+        env["OCIO"] = ocio
+    return env
+
+
+# ----------------------------------------------------------------------------------------- progress
+
+
+def parse_line(line: str) -> dict[str, Any] | None:
+    """One stdout line as an event, or None for anything else (a stray print, a library's warning)."""
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        return None
+    return event
+
+
+def progress_fraction(event: Mapping[str, Any]) -> float | None:
+    try:
+        done = 0.0 if event.get("event") == "start" else float(event["done"])
+        total = float(event["total"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if total <= 0:
+        return None
+    return min(max(done / total, 0.0), 1.0)
+
+
+def progress_percent(event: Mapping[str, Any]) -> int | None:
+    fraction = progress_fraction(event)
+    return None if fraction is None else int(fraction * 100)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def progress_text(event: Mapping[str, Any]) -> str:
+    """A progress line as an artist reads it: ``frame 1003 (3 of 10), 2.5 fps, about 3 s left``."""
+    kind = event.get("event")
+    if kind == "start":
+        return f"starting: {event.get('total', '?')} frames"
+    if kind == "progress":
+        text = f"frame {event.get('frame', '?')} ({event.get('done', '?')} of {event.get('total', '?')})"
+        fps = event.get("fps")
+        if isinstance(fps, (int, float)) and fps > 0:
+            text += f", {fps:.2f} fps" if fps < 10 else f", {fps:.1f} fps"
+        eta = event.get("eta_s")
+        if isinstance(eta, (int, float)) and eta >= 0:
+            text += f", about {_duration(eta)} left"
+        return text
+    if kind == "warning":
+        return f"warning: {event.get('message', '')}"
+    if kind == "done":
+        return f"done: {event.get('done', '?')} frames"
+    if kind == "cancelled":
+        return f"stopped after {event.get('done', '?')} of {event.get('total', '?')} frames"
+    if kind == "error":
+        return error_text(event)
+    return str(kind)
+
+
+def error_text(event: Mapping[str, Any]) -> str:
+    error = event.get("error")
+    if isinstance(error, Mapping):
+        return str(error.get("message") or error.get("type") or "unknown error")
+    return str(error or event.get("message") or "unknown error")
+
+
+# ------------------------------------------------------------------------------------------ outcome
+
+
+@dataclass
+class EngineResult:
+    """How a render ended: ``done``, ``cancelled`` or ``error`` (with the message to show)."""
+
+    status: str
+    returncode: int | None = None
+    message: str = ""
+    error_type: str = ""
+    done: int = 0
+    total: int = 0
+    outputs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    killed: bool = False
+    removed_temporaries: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+
+def last_error_line(stderr_lines: Iterable[str]) -> str:
+    """The line of a crash worth showing: a traceback's last line names the exception and its message."""
+    lines = [line.rstrip() for line in stderr_lines if line.strip()]
+    for line in reversed(lines):
+        if not line.startswith((" ", "\t", "Traceback", "During handling", "The above exception")):
+            return line.strip()
+    return lines[-1].strip() if lines else ""
+
+
+def classify(
+    returncode: int | None,
+    events: Iterable[Mapping[str, Any]],
+    cancel_requested: bool,
+    stderr_lines: Iterable[str] = (),
+) -> EngineResult:
+    """Reduce an engine run to one outcome; an error message never contains a traceback."""
+    result = EngineResult(status="error", returncode=returncode)
+    error_event = None
+    finished = False
+    stopped = False
+    for event in events:
+        kind = event.get("event")
+        if kind in ("start", "progress", "done", "cancelled"):
+            result.total = int(event.get("total", result.total) or result.total)
+            result.done = int(event.get("done", result.done) or result.done)
+        if kind == "warning":
+            result.warnings.append(str(event.get("message", "")))
+        elif kind == "done":
+            finished = True
+            result.outputs = [str(p) for p in event.get("outputs") or []]
+        elif kind == "cancelled":
+            stopped = True
+        elif kind == "error":
+            error_event = event
+    if error_event is not None:
+        error = error_event.get("error")
+        result.error_type = str(error.get("type", "")) if isinstance(error, Mapping) else ""
+        result.message = error_text(error_event)
+        return result
+    if cancel_requested or stopped:
+        result.status = "cancelled"
+        result.message = f"stopped after {result.done} of {result.total} frames"
+        return result
+    if returncode == 0:
+        result.status = "done"
+        if not finished:
+            result.warnings.append("the engine exited without reporting 'done'")
+        return result
+    detail = last_error_line(stderr_lines)
+    result.message = f"the engine stopped with exit code {returncode}" + (f": {detail}" if detail else "")
+    return result
+
+
+# -------------------------------------------------------------------------------------------- running
+
+
+def remove_temporaries(folders: Iterable[str], pid: int) -> list[str]:
+    """Delete the hidden half-written frames a killed engine (process ``pid``) left behind."""
+    removed = []
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            m = _TEMPORARY.match(name)
+            if m and int(m.group("pid")) == pid:
+                path = os.path.join(folder, name)
+                try:
+                    os.remove(path)
+                    removed.append(path)
+                except OSError:
+                    pass
+    return removed
+
+
+def request_stop(proc: subprocess.Popen) -> None:
+    """Ask the engine to stop after its frame in flight (SIGTERM); Windows has no such signal: terminate."""
+    if proc.poll() is not None:
+        return
+    try:
+        if sys.platform == "win32":
+            proc.terminate()
+        else:
+            proc.send_signal(signal.SIGTERM)
+    except OSError:
+        pass
+
+
+_EOF = object()
+
+
+def _pump(stream: Any, sink: Callable[[str], None], done: Callable[[], None] | None = None) -> None:
+    try:
+        for line in iter(stream.readline, ""):
+            sink(line)
+    finally:
+        stream.close()
+        if done is not None:
+            done()
+
+
+def run_engine(
+    command: list[str],
+    *,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+    env: Mapping[str, str] | None = None,
+    output_dirs: Iterable[str] = (),
+    poll_s: float = 0.1,
+    stop_timeout_s: float = STOP_TIMEOUT_S,
+) -> EngineResult:
+    """Run the engine to the end, calling ``on_event`` for each progress event as it arrives.
+
+    ``is_cancelled`` is polled at least every ``poll_s`` seconds (even while a frame takes long), so
+    Cancel in Nuke's progress dialog answers promptly. Raises nothing for engine failures: they come
+    back as an ``EngineResult`` with ``status == "error"``.
+    """
+    output_dirs = list(output_dirs)
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+        )
+    except OSError as exc:
+        return EngineResult(status="error", message=f"cannot start the engine ({command[0]}): {exc.strerror or exc}")
+
+    lines: queue.Queue = queue.Queue()
+    stderr_tail: deque[str] = deque(maxlen=200)
+    readers = [
+        threading.Thread(target=_pump, args=(proc.stdout, lines.put, lambda: lines.put(_EOF)), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, stderr_tail.append), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+
+    events: list[dict[str, Any]] = []
+    cancel_requested = False
+    killed = False
+    deadline: float | None = None
+    try:
+        while True:
+            if not cancel_requested and is_cancelled is not None and is_cancelled():
+                cancel_requested = True
+                request_stop(proc)
+                deadline = time.monotonic() + stop_timeout_s
+            if deadline is not None and not killed and time.monotonic() > deadline and proc.poll() is None:
+                proc.kill()
+                killed = True
+            try:
+                item = lines.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            if item is _EOF:
+                break
+            event = parse_line(item)
+            if event is None:
+                continue
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+    except BaseException:
+        # The caller is going away (an exception in on_event, Nuke shutting down): never leave an orphan.
+        proc.kill()
+        proc.wait()
+        raise
+    try:
+        returncode = proc.wait(timeout=stop_timeout_s)
+    except subprocess.TimeoutExpired:
+        # stdout closed but the process lingers (a hung interpreter shutdown): it has nothing left to say.
+        proc.kill()
+        killed = True
+        returncode = proc.wait()
+    for reader in readers:
+        reader.join()
+
+    result = classify(returncode, events, cancel_requested, stderr_tail)
+    result.killed = killed
+    if not result.ok:
+        result.removed_temporaries = remove_temporaries(output_dirs, proc.pid)
+    return result

@@ -1,0 +1,664 @@
+"""What the RVM Matte node decides, kept free of Nuke so that every decision can be tested directly.
+
+Nuke cannot run in CI, so the glue in ``node.py`` only reads knobs and calls these functions; everything
+that turns knob values into a render (paths, frame ranges, colour spaces, the Job, farm tickets) lives
+here. This module must stay importable by Nuke's own Python (3.9 in Nuke 14) and must never import
+``rvm_vfx``, torch or numpy: the engine lives in another environment and is reached as a subprocess.
+The Job written here is a plain dict with the engine's field names; a test validates it with
+``rvm_vfx.job.Job.from_dict`` so that the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import secrets
+from collections import namedtuple
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "KNOBS",
+    "PluginError",
+    "ColourNames",
+    "Source",
+    "build_job",
+    "find_source",
+    "make_job_id",
+    "matte_read_knobs",
+    "write_ticket",
+]
+
+
+class PluginError(Exception):
+    """A problem the artist can fix (a knob, a preference, an unsaved script); shown as a message."""
+
+
+# ----------------------------------------------------------------------------------------------- knobs
+
+ENCODERS = ("mobilenetv3", "resnet50")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "bf16")
+# Menu label -> the Job's output_mode: artists read the label, the engine reads the value.
+OUTPUT_MODES = {"premultiplied RGBA": "premultiplied", "alpha only": "alpha"}
+OFFICIAL_CHECKPOINTS = {"mobilenetv3": "rvm_mobilenetv3.pth", "resnet50": "rvm_resnet50.pth"}
+
+ENGINE_PYTHON_ENV = "RVM_VFX_PYTHON"
+WATCH_FOLDER_ENV = "RVM_VFX_WATCH_FOLDER"
+CHECKPOINT_ENV = "RVM_VFX_CHECKPOINT"
+PREF_ENGINE_PYTHON = "rvm_engine_python"
+PREF_WATCH_FOLDER = "rvm_watch_folder"
+
+DEFAULT_OUTPUT = "<script folder>/rvm/<node name>/<node name>.####.exr"
+
+KnobSpec = namedtuple("KnobSpec", "name kind label default choices tooltip")
+
+#: Every knob of the node, in panel order. ``node.py`` creates them from this table and reads settings
+#: back by these names, so a knob cannot be added on one side and forgotten on the other.
+KNOBS = (
+    KnobSpec("checkpoint", "file", "checkpoint", "", (),
+             "Weights file (.pth, .torchscript or TF.js model.json). Empty: the engine's default checkpoint "
+             f"(${CHECKPOINT_ENV}, else the official file in the engine's cache) for the chosen encoder."),
+    KnobSpec("encoder", "enum", "encoder", "mobilenetv3", ENCODERS,
+             "Which official network to use when 'checkpoint' is empty. A checkpoint file names its own."),
+    KnobSpec("downsample_auto", "bool", "auto downsample", True, (),
+             "Let the engine pick the downsample ratio from the plate size."),
+    KnobSpec("downsample", "double", "downsample ratio", 0.25, (),
+             "Resolution the network sees, as a fraction of the plate (0, 1]. Lower is faster and coarser."),
+    KnobSpec("preroll", "int", "pre-roll", 0, (),
+             "Frames run before the first rendered frame to warm the network's memory, then thrown away."),
+    KnobSpec("device", "enum", "device", "auto", DEVICES, "Where the network runs; auto picks CUDA if present."),
+    KnobSpec("precision", "enum", "precision", "fp32", PRECISIONS, "fp16/bf16 are faster on GPUs."),
+    KnobSpec("input_colorspace", "string", "input colour space", "", (),
+             "Colour space of the plate. Empty: the upstream Read's colorspace, resolved in the script's "
+             "OCIO config. Ignored when the input is precomped (the precomp is scene-linear)."),
+    KnobSpec("output", "file", "output file", "", (), f"Matte EXR sequence. Empty: {DEFAULT_OUTPUT}"),
+    KnobSpec("frame_range", "string", "frame range", "", (),
+             "Frames to render, e.g. 1001-1100. Empty: the input's frame range."),
+    KnobSpec("output_mode", "enum", "output mode", "premultiplied RGBA", tuple(OUTPUT_MODES),
+             "Premultiplied RGBA (foreground times alpha), or the alpha channel alone."),
+    KnobSpec("engine_python", "file", "engine Python", "", (),
+             "Python of the environment where rvm-vfx and torch are installed. Empty: the preference "
+             f"(Preferences > RVM), else ${ENGINE_PYTHON_ENV}, else the rvm-vfx command on PATH."),
+    KnobSpec("farm_priority", "int", "farm priority", 0, (), "Priority of the farm ticket; higher runs first."),
+    KnobSpec("render", "button", "Render matte", None, (), "Render the matte here, with a progress bar."),
+    KnobSpec("send_to_farm", "button", "Send to farm", None, (), "Write a ticket into the farm's watch folder."),
+    KnobSpec("reload", "button", "Reload", None, (), "Re-read the matte frames, e.g. as farm frames land."),
+    KnobSpec("status", "text", "", "", (), ""),
+)  # fmt: skip
+
+#: Kinds whose knobs hold a setting (the rest are buttons and labels).
+VALUE_KINDS = ("file", "string", "enum", "bool", "double", "int")
+
+
+def default_settings() -> dict[str, Any]:
+    return {k.name: k.default for k in KNOBS if k.kind in VALUE_KINDS}
+
+
+def normalise_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Knob values with defaults filled in and types fixed (Nuke's Int knobs can return floats)."""
+    settings = default_settings()
+    for spec in KNOBS:
+        if spec.kind not in VALUE_KINDS or raw.get(spec.name) is None:
+            continue
+        value = raw[spec.name]
+        if spec.kind in ("file", "string"):
+            value = str(value).strip()
+        elif spec.kind == "enum":
+            value = str(value)
+            if value not in spec.choices:
+                raise PluginError(f"knob '{spec.label}': expected one of {', '.join(spec.choices)}, got {value!r}")
+        elif spec.kind == "bool":
+            value = bool(value)
+        elif spec.kind == "int":
+            value = int(round(float(value)))
+        elif spec.kind == "double":
+            value = float(value)
+        settings[spec.name] = value
+    return settings
+
+
+# ---------------------------------------------------------------------------------------- frame ranges
+
+_RANGE_PART = re.compile(r"^(-?\d+)(?:-(-?\d+)(?:[x:](\d+))?)?$")
+_MAX_FRAMES = 1000000
+
+
+def expand_frames(text: str) -> list[int]:
+    """The frames of ``1001-1100``, ``1001-1050,1060-1100`` or ``1-10x2`` (the engine's own syntax)."""
+    parts = [p for p in re.split(r"[,\s]+", str(text).strip()) if p]
+    if not parts:
+        raise PluginError("frame range is empty")
+    frames: set[int] = set()
+    for part in parts:
+        m = _RANGE_PART.match(part)
+        if not m:
+            raise PluginError(f"frame range {text!r}: cannot read {part!r}; write it like 1001-1100")
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) is not None else first
+        step = int(m.group(3)) if m.group(3) else 1
+        if last < first or step < 1:
+            raise PluginError(f"frame range {text!r}: {part!r} runs backwards or has a zero step")
+        if (last - first) // step + len(frames) > _MAX_FRAMES:
+            raise PluginError(f"frame range {text!r} has more than {_MAX_FRAMES} frames")
+        frames.update(range(first, last + 1, step))
+    return sorted(frames)
+
+
+def frame_bounds(text: str) -> tuple[int, int]:
+    frames = expand_frames(text)
+    return frames[0], frames[-1]
+
+
+def frames_text(frames: str | None, first: int, last: int) -> str:
+    """The range to render: the knob's text when given (checked now, not on the farm), else the input's."""
+    if frames:
+        text = ",".join(p for p in re.split(r"[,\s]+", frames.strip()) if p)
+        expand_frames(text)
+        return text
+    if last < first:
+        raise PluginError(f"the input's frame range {first}-{last} is empty")
+    return f"{first}-{last}"
+
+
+# ------------------------------------------------------------------------------------ sequence paths
+
+# The frame-number tokens the engine and Nuke both understand: ####, %04d, $F4, @@@@.
+_TOKEN = re.compile(r"(?P<hash>#+)|(?P<at>@+)|%(?P<printf>0?\d+)?d|\$\{F(?P<braced>\d*)\}|\$F(?P<houdini>\d*)")
+
+
+def has_frame_token(pattern: str) -> bool:
+    return bool(_TOKEN.search(os.path.basename(pattern)))
+
+
+def frame_path(pattern: str, frame: int) -> str:
+    """The file of ``frame`` in a sequence pattern, as the engine will name it."""
+    folder, name = os.path.split(pattern)
+    m = _TOKEN.search(name)
+    if not m:
+        raise PluginError(f"{pattern}: no frame number in the file name; use ####, %04d or $F4")
+    if m.group("hash") or m.group("at"):
+        width = len(m.group("hash") or m.group("at"))
+    else:
+        digits = m.group("printf") or m.group("braced") or m.group("houdini") or ""
+        width = int(digits) if digits else 1
+    number = str(abs(frame)).zfill(width)
+    number = "-" + number if frame < 0 else number
+    return os.path.join(folder, name[: m.start()] + number + name[m.end() :])
+
+
+def existing_outputs(pattern: str, frames: Iterable[int]) -> list[int]:
+    """Frames of the output that are already on disk: the engine refuses them unless told to overwrite."""
+    return [f for f in frames if os.path.exists(frame_path(pattern, f))]
+
+
+def slash(path: str) -> str:
+    """Nuke writes paths with forward slashes on every platform; so do we, so scripts stay portable."""
+    return path.replace("\\", "/")
+
+
+def safe_name(name: str) -> str:
+    """A node name reduced to characters that are safe in file names and job ids everywhere."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "rvm"
+
+
+def script_folder(script_path: str) -> str:
+    if not script_path:
+        raise PluginError(
+            f"Save the script first: the default output ({DEFAULT_OUTPUT}) lives next to it. "
+            "Or set the 'output file' knob to a full path."
+        )
+    return os.path.dirname(os.path.abspath(script_path))
+
+
+def absolute(path: str, script_path: str, env: Mapping[str, str] | None = None) -> str:
+    """Expand ``~`` and ``$VARS``; a relative path is taken relative to the script's folder."""
+    expanded = _expandvars(os.path.expanduser(path), os.environ if env is None else env)
+    if os.path.isabs(expanded):
+        return slash(os.path.normpath(expanded))
+    if not script_path:
+        raise PluginError(f"{path!r} is a relative path: save the script first, or use a full path")
+    return slash(os.path.normpath(os.path.join(script_folder(script_path), expanded)))
+
+
+def _expandvars(path: str, env: Mapping[str, str]) -> str:
+    # os.path.expandvars reads os.environ only; tests and the farm need an explicit mapping.
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m.group(1) or m.group(2), m.group(0)), path)
+
+
+def output_pattern(knob: str, script_path: str, node_name: str, env: Mapping[str, str] | None = None) -> str:
+    """The matte's EXR sequence: the knob's path, else ``<script folder>/rvm/<node>/<node>.####.exr``."""
+    if knob:
+        path = absolute(knob, script_path, env)
+    else:
+        name = safe_name(node_name)
+        path = slash(os.path.join(script_folder(script_path), "rvm", name, f"{name}.####.exr"))
+    if not has_frame_token(path):
+        raise PluginError(f"output {path!r}: put a frame number in the file name, e.g. matte.####.exr")
+    if not path.lower().endswith(".exr"):
+        raise PluginError(f"output {path!r}: the matte is written as OpenEXR; end the name with .exr")
+    return path
+
+
+def precomp_pattern(output: str, node_name: str) -> str:
+    """Where a non-Read upstream is rendered first: beside the matte, so both live and die together."""
+    return slash(os.path.join(os.path.dirname(output), "precomp", f"{safe_name(node_name)}.precomp.####.exr"))
+
+
+def job_file_path(output: str, node_name: str) -> str:
+    """The job JSON of a local render, kept beside its frames as a record of how they were made."""
+    return slash(os.path.join(os.path.dirname(output), f"{safe_name(node_name)}.rvm-job.json"))
+
+
+# ------------------------------------------------------------------------------------- colour spaces
+
+_DEFAULT_WRAPPER = re.compile(r"^default\s*\((?P<inner>.*)\)$", re.IGNORECASE)
+
+# Nuke's own colour management ("nuke-default") names and their spaces in OCIO's built-in CG config,
+# used only when the nuke-default config file itself cannot be found.
+NUKE_DEFAULT_TO_BUILTIN = {
+    "linear": "lin_rec709",
+    "srgb": "srgb_tx",
+    "gamma1.8": "g18_rec709",
+    "gamma2.2": "g22_rec709",
+    "raw": "raw",
+}
+
+
+def strip_default_wrapper(value: str | None) -> str | None:
+    """``"default (ACEScg)"`` -> ``"ACEScg"``; a bare ``"default"`` or an empty value -> None.
+
+    Nuke shows the space it picked by file type as ``default (X)``; X is the space actually applied.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    m = _DEFAULT_WRAPPER.match(text)
+    if m:
+        text = m.group("inner").strip()
+    if not text or text.lower() == "default":
+        return None
+    return text
+
+
+class ColourNames:
+    """The names an OCIO config answers to (spaces, aliases, roles), looked up as OCIO does."""
+
+    def __init__(self, spaces: Mapping[str, Iterable[str]], roles: Mapping[str, str], source: str = "") -> None:
+        self.source = source
+        self._canonical: dict[str, str] = {}
+        for name, aliases in spaces.items():
+            self._canonical[name.lower()] = name
+            for alias in aliases:
+                self._canonical.setdefault(alias.lower(), name)
+        for role, space in roles.items():
+            target = self._canonical.get(space.lower())
+            if target:
+                self._canonical.setdefault(role.lower(), target)
+
+    def lookup(self, name: str) -> str | None:
+        return self._canonical.get(name.strip().lower())
+
+    @property
+    def scene_linear(self) -> str | None:
+        return self.lookup("scene_linear")
+
+
+def load_colour_names(config: str | None) -> ColourNames | None:
+    """Read a config's names with PyOpenColorIO when Nuke's Python has it (Nuke ships it); else None.
+
+    Without it names are passed to the engine as written, and the engine's own check reports a bad one.
+    """
+    if not config:
+        return None
+    try:
+        import PyOpenColorIO as ocio
+    except ImportError:
+        return None
+    try:
+        cfg = ocio.Config.CreateFromFile(config)
+        spaces = {
+            cs.getName(): list(cs.getAliases()) if hasattr(cs, "getAliases") else [] for cs in cfg.getColorSpaces()
+        }
+        roles = {}
+        for role in cfg.getRoleNames():
+            cs = cfg.getColorSpace(role)
+            if cs is not None:
+                roles[role] = cs.getName()
+    except Exception:  # noqa: BLE001 - any OCIO failure means "cannot canonicalise", never a failed render
+        return None
+    return ColourNames(spaces, roles, source=config)
+
+
+def resolve_colorspace(value: str | None, names: ColourNames | None, colour_management: str = "OCIO") -> str | None:
+    """A Read's colorspace knob value as a space name of the script's config (None: let the engine decide).
+
+    Nuke may show a space with its family menu path (``Utility/Linear Rec.709 (sRGB)``); the last part is
+    the name. A role (``scene_linear``) becomes the space it points to, so the engine and Nuke agree.
+    """
+    text = strip_default_wrapper(value)
+    if text is None:
+        return None
+    if names is not None:
+        hit = names.lookup(text)
+        if hit is None and "/" in text:
+            hit = names.lookup(text.rsplit("/", 1)[1])
+        if hit is not None:
+            return hit
+    elif colour_management.lower() == "nuke" and text.lower() in NUKE_DEFAULT_TO_BUILTIN:
+        return NUKE_DEFAULT_TO_BUILTIN[text.lower()]
+    return text
+
+
+def scene_linear_name(names: ColourNames | None, colour_management: str = "OCIO") -> str:
+    """The space the matte is written in (the engine's default output) as Nuke's Read should name it."""
+    if names is not None and names.scene_linear:
+        return names.scene_linear
+    return "linear" if colour_management.lower() == "nuke" else "scene_linear"
+
+
+def resolve_ocio_config(
+    root: Mapping[str, Any], env: Mapping[str, str] | None = None, nuke_dir: str | None = None
+) -> str | None:
+    """The OCIO config the script uses, as a file path or ``ocio://`` URI the engine can load.
+
+    ``root`` holds the Root node's ``colorManagement``, ``OCIO_config`` and (evaluated)
+    ``customOCIOConfigPath`` knobs. A config bundled with Nuke is found in its install folder; Nuke also
+    mirrors the chosen config's path into ``customOCIOConfigPath``, which is the next best answer; then
+    ``$OCIO``, which Nuke itself obeys when set. None: the engine's own default.
+    """
+    env = os.environ if env is None else env
+    management = str(root.get("colorManagement") or "").strip()
+    chosen = str(root.get("OCIO_config") or "").strip()
+    custom = str(root.get("customOCIOConfigPath") or "").strip()
+    if management.lower() == "nuke":
+        chosen = "nuke-default"
+    if chosen == "custom" and custom:
+        return slash(custom)
+    if chosen.startswith("ocio://"):
+        return chosen
+    if chosen and chosen != "custom" and nuke_dir:
+        bundled = os.path.join(nuke_dir, "plugins", "OCIOConfigs", "configs", chosen)
+        if os.path.isfile(os.path.join(bundled, "config.ocio")):
+            return slash(os.path.join(bundled, "config.ocio"))
+        if os.path.isdir(bundled):
+            configs = sorted(f for f in os.listdir(bundled) if f.endswith(".ocio"))
+            if configs:
+                return slash(os.path.join(bundled, configs[0]))
+    if custom and (custom.startswith("ocio://") or os.path.isfile(custom)) and management.lower() != "nuke":
+        return slash(custom)
+    return env.get("OCIO") or None
+
+
+# ------------------------------------------------------------------------------------------- sources
+
+
+# The engine's video containers (rvm_vfx.sequence.VIDEO_EXTENSIONS); anything else Nuke reads as a movie
+# is precomped.
+VIDEO_EXTENSIONS = (".mov", ".mp4", ".mkv", ".avi", ".webm", ".m4v")
+
+
+def is_video(path: str) -> bool:
+    return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+@dataclass
+class Source:
+    """What the engine reads: a plain Read's own files, or the precomp of whatever else is upstream."""
+
+    input: str
+    first: int
+    last: int
+    colorspace: str | None = None
+    start_frame: int = 1
+    precomp: bool = False
+    reason: str = ""
+
+
+def find_source(
+    node: Any,
+    klass: Callable[[Any], str],
+    input0: Callable[[Any], Any],
+    disabled: Callable[[Any], bool],
+) -> Any:
+    """Walk up through Dots and disabled nodes, which pass their input through unchanged."""
+    seen = set()
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if klass(node) == "Dot" or (disabled(node) and input0(node) is not None):
+            node = input0(node)
+            continue
+        return node
+    return node
+
+
+def plain_read_problem(klass: str, knobs: Mapping[str, Any]) -> str | None:
+    """Why a node cannot be read directly by the engine (None: it is a Read showing its files as they are).
+
+    A Read that retimes (``frame`` expression, start-at/offset) or is disabled shows other images than
+    its files hold, so it is precomped like any other node.
+    """
+    if klass != "Read":
+        return f"the input is a {klass} node, not a Read"
+    if knobs.get("disable"):
+        return "the Read is disabled"
+    path = str(knobs.get("file") or "").strip()
+    if not path:
+        return "the Read has no file"
+    if not is_video(path) and not has_frame_token(path):
+        return "the Read shows a single image, not a sequence"
+    if str(knobs.get("frame") or "").strip():
+        return "the Read changes its frame numbers (frame mode)"
+    return None
+
+
+def read_source(
+    knobs: Mapping[str, Any],
+    names: ColourNames | None,
+    script_path: str,
+    colour_management: str = "OCIO",
+    colorspace_override: str = "",
+    env: Mapping[str, str] | None = None,
+) -> Source:
+    """A plain Read as the engine's input: its file, frame range and colour space are used directly."""
+    path = absolute(str(knobs["file"]).strip(), script_path, env)
+    first, last = int(knobs.get("first", 1)), int(knobs.get("last", 1))
+    start = int(knobs.get("origfirst", 1)) if is_video(path) else 1
+    space = resolve_colorspace(colorspace_override or knobs.get("colorspace"), names, colour_management)
+    return Source(input=path, first=first, last=last, colorspace=space, start_frame=start)
+
+
+def precomp_source(
+    output: str, node_name: str, first: int, last: int, names: ColourNames | None, colour_management: str = "OCIO"
+) -> Source:
+    return Source(
+        input=precomp_pattern(output, node_name),
+        first=first,
+        last=last,
+        colorspace=scene_linear_name(names, colour_management),
+        precomp=True,
+    )
+
+
+def precomp_write_knobs(source: Source) -> list[tuple[str, Any]]:
+    """The Write that renders the upstream for the engine: scene-linear half-float EXR, RGB only."""
+    return [
+        ("file", source.input),
+        ("file_type", "exr"),
+        ("channels", "rgb"),
+        ("datatype", "16 bit half"),
+        ("compression", "Zip (1 scanline)"),
+        ("colorspace", source.colorspace),
+        ("create_directories", True),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- jobs
+
+
+def engine_cache_dir(env: Mapping[str, str]) -> str:
+    """The engine's per-user cache (same rule as ``rvm_vfx.weights.cache_dir``)."""
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rvm-vfx")
+
+
+def checkpoint_value(
+    knob: str, encoder: str, script_path: str, env: Mapping[str, str], farm: bool = False
+) -> str | None:
+    """The Job's checkpoint. None lets the engine pick its default (the official MobileNetV3).
+
+    On the farm a checkpoint is a file name inside the worker's models folder, never a local path.
+    """
+    if knob:
+        path = absolute(knob, script_path, env)
+        return os.path.basename(path) if farm else path
+    if encoder == "mobilenetv3":
+        return None
+    name = OFFICIAL_CHECKPOINTS[encoder]
+    return name if farm else slash(os.path.join(engine_cache_dir(env), name))
+
+
+def downsample_value(auto: bool, ratio: float) -> Any:
+    if auto:
+        return "auto"
+    if not (0.0 < float(ratio) <= 1.0):
+        raise PluginError(f"downsample ratio must be in (0, 1], got {ratio}")
+    return float(ratio)
+
+
+def build_job(
+    settings: Mapping[str, Any],
+    source: Source,
+    *,
+    node_name: str,
+    script_path: str,
+    ocio_config: str | None = None,
+    farm: bool = False,
+    overwrite: bool = False,
+    name: str | None = None,
+    env: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Knob values and the input as a Job dict: every field of ``rvm_vfx.job.Job``, by name."""
+    env = os.environ if env is None else env
+    s = normalise_settings(settings)
+    if s["preroll"] < 0:
+        raise PluginError(f"pre-roll must be 0 or more, got {s['preroll']}")
+    output = output_pattern(s["output"], script_path, node_name, env)
+    colorspace = source.colorspace
+    meta = {"host": "nuke", "nuke_node": node_name, "nuke_script": slash(script_path or "")}
+    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    return {
+        "input": source.input,
+        "output": output,
+        "frames": frames_text(s["frame_range"], source.first, source.last),
+        "layer": None,
+        "start_frame": int(source.start_frame),
+        "missing": "error",
+        "checkpoint": checkpoint_value(s["checkpoint"], s["encoder"], script_path, env, farm=farm),
+        "downsample": downsample_value(s["downsample_auto"], s["downsample"]),
+        "device": s["device"],
+        "precision": s["precision"],
+        "ocio_config": ocio_config,
+        "input_colorspace": colorspace,
+        "output_colorspace": None,
+        "compression": "zip",
+        "output_mode": OUTPUT_MODES[s["output_mode"]],
+        "alpha_output": None,
+        "fg_output": None,
+        "preroll": s["preroll"],
+        "overwrite": bool(overwrite),
+        "snapshot_every": 0,
+        "name": name or node_name,
+        "priority": int(s["farm_priority"]) if farm else 0,
+        "metadata": meta,
+    }
+
+
+def matte_read_knobs(job: Mapping[str, Any], read_colorspace: str, farm: bool = False) -> list[tuple[str, Any]]:
+    """The internal Read's knobs, in the order to set them, so the node shows the rendered matte.
+
+    Farm frames arrive over time, so a missing frame shows black instead of stopping the artist's comp.
+    """
+    first, last = frame_bounds(job["frames"])
+    premultiplied = job["output_mode"] == "premultiplied"
+    return [
+        ("file", job["output"]),
+        ("first", first),
+        ("last", last),
+        ("origfirst", first),
+        ("origlast", last),
+        ("colorspace", job.get("output_colorspace") or read_colorspace),
+        ("premultiplied", premultiplied),
+        ("raw", False),
+        ("on_error", "black" if farm else "error"),
+    ]
+
+
+# ------------------------------------------------------------------------------------------- the farm
+
+
+def watch_folder(preference: str | None, env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    folder = (preference or "").strip() or (env.get(WATCH_FOLDER_ENV) or "").strip()
+    if not folder:
+        raise PluginError(
+            f"No farm watch folder: set it in Preferences > RVM, or set ${WATCH_FOLDER_ENV} before starting Nuke."
+        )
+    folder = os.path.expanduser(_expandvars(folder, env))
+    if not os.path.isdir(folder):
+        raise PluginError(f"The farm watch folder {folder!r} does not exist (is the farm share mounted?)")
+    return folder
+
+
+def make_job_id(node_name: str, now: datetime.datetime | None = None, token: str | None = None) -> str:
+    """``<node>_<YYYYmmdd-HHMMSS>_<random>``: sortable, unique, and safe as a file name anywhere."""
+    now = now or datetime.datetime.now()
+    token = token if token is not None else secrets.token_hex(3)
+    return f"{safe_name(node_name)}_{now:%Y%m%d-%H%M%S}_{safe_name(token)}"
+
+
+def write_json_atomic(path: str, data: Any) -> str:
+    """Write JSON under a hidden temporary name in the same folder, then rename it into place.
+
+    Watchers (the farm worker, a second artist's Reload) then only ever see complete files.
+    """
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def write_ticket(job: Mapping[str, Any], folder: str, job_id: str) -> str:
+    """Drop a Job into ``<watch folder>/incoming/<job id>.json``, complete or not at all."""
+    incoming = os.path.join(folder, "incoming")
+    os.makedirs(incoming, exist_ok=True)
+    path = os.path.join(incoming, f"{job_id}.json")
+    if os.path.exists(path):
+        raise PluginError(f"a farm ticket {path!r} already exists")
+    return write_json_atomic(path, dict(job))
+
+
+# ------------------------------------------------------------------------------------------- the engine
+
+
+def engine_python(knob: str, preference: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The engine's interpreter: the node's knob, else the preference, else ``$RVM_VFX_PYTHON``."""
+    env = os.environ if env is None else env
+    for value in (knob, preference, env.get(ENGINE_PYTHON_ENV)):
+        if value and str(value).strip():
+            return os.path.expanduser(_expandvars(str(value).strip(), env))
+    return None

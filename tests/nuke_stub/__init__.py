@@ -1,0 +1,18 @@
+"""Test helpers for the Nuke plugin: where it lives, a stand-in ``nuke`` module and a fake engine."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugins" / "nuke"
+FAKE_ENGINE = Path(__file__).resolve().parent / "fake_engine.py"
+
+
+def plugin_module(name: str) -> ModuleType:
+    """Import a module of the plugin as Nuke would: with the plugin folder on ``sys.path``."""
+    if str(PLUGIN_DIR) not in sys.path:
+        sys.path.insert(0, str(PLUGIN_DIR))
+    return importlib.import_module(name)

@@ -1,0 +1,243 @@
+"""The Nuke plugin's engine runner: command line, environment, JSON progress lines, outcomes, cancel.
+
+Subprocess tests use ``tests/nuke_stub/fake_engine.py``, which speaks the engine's protocol without
+torch; each waits on the fake's own output or exit, never on a clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from .nuke_stub import FAKE_ENGINE, plugin_module
+
+engine = plugin_module("rvm_nuke.engine")
+jobs = plugin_module("rvm_nuke.jobs")
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="graceful stop uses SIGTERM")
+
+
+# ------------------------------------------------------------------------------------- command line
+
+
+def test_engine_command_with_a_python():
+    assert engine.engine_command("/venvs/rvm/bin/python", "/o/job.json") == [
+        "/venvs/rvm/bin/python", "-m", "rvm_vfx", "render", "/o/job.json", "--progress", "json",
+    ]  # fmt: skip
+
+
+def test_engine_command_falls_back_to_the_console_script():
+    which = {"rvm-vfx": "/usr/local/bin/rvm-vfx"}.get
+    assert engine.engine_command(None, "/o/job.json", which=which) == [
+        "/usr/local/bin/rvm-vfx", "render", "/o/job.json", "--progress", "json",
+    ]  # fmt: skip
+    with pytest.raises(engine.EngineNotFound, match="engine Python"):
+        engine.engine_launcher(None, which=lambda name: None)
+
+
+def test_engine_environment_drops_nukes_python_variables():
+    nuke_env = {"PYTHONHOME": "/nuke/lib/python3.9", "PYTHONPATH": "/nuke/plugins", "HOME": "/home/a", "OCIO": "/a"}
+    env = engine.engine_environment(nuke_env)
+    assert env == {"HOME": "/home/a", "OCIO": "/a", "PYTHONUNBUFFERED": "1"}
+    assert (
+        engine.engine_environment(nuke_env, ocio="ocio://studio-config-latest")["OCIO"] == "ocio://studio-config-latest"
+    )
+    assert nuke_env["PYTHONPATH"] == "/nuke/plugins"  # Nuke's own environment untouched
+
+
+# ------------------------------------------------------------------------------------- progress lines
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"event": "progress", "frame": 1001, "done": 1, "total": 10}\n',
+         {"event": "progress", "frame": 1001, "done": 1, "total": 10}),
+        ('  {"event": "start", "total": 3}  ', {"event": "start", "total": 3}),
+        ("a stray print\n", None),
+        ("{not json\n", None),
+        ('{"no_event": 1}', None),
+        ('{"event": 3}', None),
+        ("[1, 2]", None),
+        ("", None),
+    ],
+)  # fmt: skip
+def test_parse_line_tolerates_anything(line, expected):
+    assert engine.parse_line(line) == expected
+
+
+def test_progress_text_and_percent():
+    event = {"event": "progress", "frame": 1003, "done": 3, "total": 10, "fps": 2.5, "eta_s": 2.8}
+    assert engine.progress_text(event) == "frame 1003 (3 of 10), 2.50 fps, about 3 s left"
+    assert engine.progress_percent(event) == 30
+    slow = {"event": "progress", "frame": 7, "done": 1, "total": 500, "fps": 0.25, "eta_s": 1996.0}
+    assert engine.progress_text(slow) == "frame 7 (1 of 500), 0.25 fps, about 33 min 16 s left"
+    assert engine.progress_text({**slow, "eta_s": 7300}).endswith("about 2 h 01 min left")
+    assert engine.progress_text({"event": "progress", "frame": 1, "done": 1, "total": 1, "eta_s": None}) == (
+        "frame 1 (1 of 1)"
+    )
+    assert engine.progress_percent({"event": "start", "total": 0}) is None
+    assert engine.progress_percent({"event": "warning", "message": "x"}) is None
+    assert engine.progress_text({"event": "start", "total": 12}) == "starting: 12 frames"
+    assert engine.progress_text({"event": "warning", "message": "NaN"}) == "warning: NaN"
+    assert engine.progress_text({"event": "error", "error": {"type": "InputError", "message": "bad"}}) == "bad"
+
+
+# ----------------------------------------------------------------------------------------- outcomes
+
+
+def test_classify_done():
+    events = [
+        {"event": "start", "total": 2},
+        {"event": "progress", "frame": 1, "done": 1, "total": 2},
+        {"event": "warning", "message": "clipped"},
+        {"event": "done", "done": 2, "total": 2, "outputs": ["/o/m.0001.exr", "/o/m.0002.exr"]},
+    ]
+    result = engine.classify(0, events, cancel_requested=False)
+    assert (result.status, result.done, result.total, result.warnings) == ("done", 2, 2, ["clipped"])
+    assert result.outputs == ["/o/m.0001.exr", "/o/m.0002.exr"] and result.ok
+
+
+def test_classify_error_event_wins():
+    events = [{"event": "error", "error": {"type": "MissingFramesError", "message": "missing frames 1003-1005"}}]
+    result = engine.classify(2, events, cancel_requested=True, stderr_lines=["Traceback (most recent call last):"])
+    assert (result.status, result.error_type, result.message) == (
+        "error",
+        "MissingFramesError",
+        "missing frames 1003-1005",
+    )
+
+
+def test_classify_cancel():
+    events = [{"event": "progress", "done": 4, "total": 10}, {"event": "cancelled", "done": 5, "total": 10}]
+    assert engine.classify(1, events, cancel_requested=True).message == "stopped after 5 of 10 frames"
+    assert engine.classify(1, events, cancel_requested=False).status == "cancelled"  # stopped by someone else
+    assert engine.classify(-9, events[:1], cancel_requested=True).status == "cancelled"
+
+
+def test_classify_crash_shows_the_last_line_not_the_traceback():
+    stderr = [
+        "Traceback (most recent call last):\n",
+        '  File "/venv/lib/python3.11/site-packages/rvm_vfx/__main__.py", line 3, in <module>\n',
+        "    import torch\n",
+        "ModuleNotFoundError: No module named 'torch'\n",
+        "\n",
+    ]
+    result = engine.classify(1, [], cancel_requested=False, stderr_lines=stderr)
+    assert result.message == "the engine stopped with exit code 1: ModuleNotFoundError: No module named 'torch'"
+    assert "Traceback" not in result.message
+    assert engine.classify(-11, [], cancel_requested=False).message == "the engine stopped with exit code -11"
+
+
+def test_classify_exit_zero_without_done():
+    result = engine.classify(0, [{"event": "start", "total": 1}], cancel_requested=False)
+    assert result.ok and result.warnings == ["the engine exited without reporting 'done'"]
+
+
+def test_remove_temporaries_only_touches_that_engines_files(tmp_path):
+    mine = tmp_path / ".m.1001.exr.4242.0123abcd.tmp.exr"
+    other = tmp_path / ".m.1002.exr.777.0123abcd.tmp.exr"
+    frame = tmp_path / "m.1000.exr"
+    for path in (mine, other, frame):
+        path.write_bytes(b"x")
+    assert engine.remove_temporaries([str(tmp_path), str(tmp_path / "absent")], 4242) == [str(mine)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, frame.name])
+
+
+# ------------------------------------------------------------------------------------- subprocesses
+
+
+def fake_job(tmp_path: Path, frames: str = "1001-1003") -> tuple[Path, Path]:
+    out = tmp_path / "out"
+    job = {"input": str(tmp_path / "plate.####.exr"), "output": str(out / "m.####.exr"), "frames": frames}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    return path, out
+
+
+def fake_command(mode: str, job_path: Path) -> list[str]:
+    return engine.render_command([sys.executable, str(FAKE_ENGINE), mode], str(job_path))
+
+
+def test_run_engine_success_follows_progress_and_ignores_stray_output(tmp_path):
+    job_path, out = fake_job(tmp_path)
+    seen = []
+    result = engine.run_engine(fake_command("ok", job_path), on_event=seen.append, output_dirs=[str(out)])
+    assert result.status == "done" and result.returncode == 0 and (result.done, result.total) == (3, 3)
+    assert [e["event"] for e in seen] == ["start", "progress", "warning", "progress", "progress", "done"]
+    assert [e["frame"] for e in seen if e["event"] == "progress"] == [1001, 1002, 1003]
+    assert result.warnings == ["3 NaN/Inf plate values were replaced with 0"]
+    assert result.outputs == [str(out / f"m.{f}.exr") for f in (1001, 1002, 1003)]
+
+
+def test_run_engine_reports_an_engine_error(tmp_path):
+    job_path, out = fake_job(tmp_path)
+    result = engine.run_engine(fake_command("error", job_path), output_dirs=[str(out)])
+    assert (result.status, result.returncode, result.error_type) == ("error", 2, "InputError")
+    assert result.message.endswith("missing frames 1002-1003")
+
+
+def test_run_engine_reports_a_crash_by_its_last_line(tmp_path):
+    job_path, _ = fake_job(tmp_path)
+    result = engine.run_engine(fake_command("crash", job_path))
+    assert result.status == "error" and result.returncode == 1
+    assert result.message == "the engine stopped with exit code 1: ModuleNotFoundError: No module named 'torch'"
+
+
+def test_run_engine_cannot_start(tmp_path):
+    result = engine.run_engine([str(tmp_path / "no-such-python"), "-m", "rvm_vfx"])
+    assert result.status == "error" and result.message.startswith("cannot start the engine")
+    assert "no-such-python" in result.message
+
+
+@posix_only
+def test_cancel_stops_after_the_frame_in_flight(tmp_path):
+    job_path, out = fake_job(tmp_path, "1001-1005")
+    seen = []
+    result = engine.run_engine(
+        fake_command("wait", job_path),
+        on_event=seen.append,
+        is_cancelled=lambda: any(e["event"] == "progress" for e in seen),
+        output_dirs=[str(out)],
+    )
+    assert result.status == "cancelled" and not result.killed and result.returncode == 1
+    assert result.message == "stopped after 1 of 5 frames"
+    assert seen[-1]["event"] == "cancelled"
+    # The finished frame stays; nothing half-written, nothing after it.
+    assert sorted(p.name for p in out.iterdir()) == ["fake-engine.pid", "m.1001.exr"]
+
+
+@posix_only
+def test_cancel_kills_an_engine_that_does_not_stop_and_removes_its_partial_frame(tmp_path):
+    job_path, out = fake_job(tmp_path, "1001-1005")
+    seen = []
+    result = engine.run_engine(
+        fake_command("stubborn", job_path),
+        on_event=seen.append,
+        is_cancelled=lambda: any(e["event"] == "progress" for e in seen),
+        output_dirs=[str(out)],
+        stop_timeout_s=0.5,
+    )
+    assert result.status == "cancelled" and result.killed and result.returncode < 0
+    pid = int((out / "fake-engine.pid").read_text())
+    assert result.removed_temporaries == [str(out / f".m.1002.exr.{pid}.0123abcd.tmp.exr")]
+    assert sorted(p.name for p in out.iterdir()) == ["fake-engine.pid", "m.1001.exr"]
+
+
+@posix_only
+def test_a_failing_callback_leaves_no_orphan_engine(tmp_path):
+    job_path, out = fake_job(tmp_path, "1001-1005")
+
+    def explode(event):
+        if event["event"] == "progress":
+            raise RuntimeError("the progress dialog went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        engine.run_engine(fake_command("wait", job_path), on_event=explode)
+    pid = int((out / "fake-engine.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped
