@@ -1,0 +1,142 @@
+"""Every compositor API difference between Blender 4.2-4.x and 5.x, in one place.
+
+Blender 5.0 made the compositor a node group assigned to ``scene.compositing_node_group`` whose Group
+Output is the result (the Composite node is gone) and turned node options into input sockets (Alpha
+Over's foreground/background sockets got names, Set Alpha's mode became a "Type" menu socket). The
+rest of the add-on asks this module for "the tree", "the output socket" and "an alpha-over" and never
+looks at the version itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+#: The modes the operator offers; both read the matte's premultiplied RGBA as Blender renders it.
+MODE_ALPHA_OVER = "ALPHA_OVER"
+MODE_SET_ALPHA = "SET_ALPHA"
+
+# Names of the nodes we own, so that running the operator again updates them instead of piling up copies.
+_MATTE_NODE = "RVM Matte"
+_MIX_NODE = "RVM Composite"
+_OWNER_KEY = "rvm_matte_plate"
+
+
+def uses_node_group_api() -> bool:
+    """True on Blender 5.0 and later (``scene.compositing_node_group``)."""
+    return "compositing_node_group" in bpy.types.Scene.bl_rna.properties
+
+
+def compositor_tree(scene: Any, *, create: bool = True) -> Any:
+    """The scene's compositor node tree, created (and switched on) when asked and missing."""
+    if uses_node_group_api():
+        tree = scene.compositing_node_group
+        if tree is None and create:
+            tree = bpy.data.node_groups.new("Compositing", "CompositorNodeTree")
+            scene.compositing_node_group = tree
+        if tree is not None:
+            scene.render.use_compositing = True
+        return tree
+    if create and not scene.use_nodes:
+        scene.use_nodes = True
+    if scene.node_tree is not None:
+        scene.render.use_compositing = True
+    return scene.node_tree
+
+
+def output_socket(tree: Any) -> Any:
+    """The input socket whose image is the compositor's result (Group Output in 5.x, Composite before)."""
+    if uses_node_group_api():
+        outputs = [n for n in tree.nodes if n.bl_idname == "NodeGroupOutput"]
+        node = next((n for n in outputs if n.is_active_output), outputs[0] if outputs else None)
+        if not any(item.item_type == "SOCKET" and item.in_out == "OUTPUT" for item in tree.interface.items_tree):
+            tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        if node is None:
+            node = tree.nodes.new("NodeGroupOutput")
+            node.location = (600, 0)
+        return next(s for s in node.inputs if s.bl_idname != "NodeSocketVirtual")
+    node = next((n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite"), None)
+    if node is None:
+        node = tree.nodes.new("CompositorNodeComposite")
+        node.location = (600, 0)
+    return node.inputs["Image"]
+
+
+def _alpha_over_sockets(node: Any) -> tuple[Any, Any]:
+    """(background, foreground) inputs of an Alpha Over node."""
+    if "Foreground" in node.inputs:
+        return node.inputs["Background"], node.inputs["Foreground"]
+    return node.inputs[1], node.inputs[2]  # 4.x: Fac, Image (background), Image (foreground)
+
+
+def _make_apply_mask(node: Any) -> None:
+    """Set Alpha in the mode that multiplies the image by the new alpha (a premultiplied result)."""
+    if "Type" in node.inputs:
+        node.inputs["Type"].default_value = "Apply Mask"
+    else:
+        node.mode = "APPLY"
+
+
+def _owned(tree: Any, base: str, bl_idname: str, plate_node: Any) -> Any:
+    """The node of this kind we made for this plate earlier, or a new one."""
+    for node in tree.nodes:
+        if node.bl_idname == bl_idname and node.get(_OWNER_KEY) == plate_node.name:
+            return node
+    node = tree.nodes.new(bl_idname)
+    node.name = node.label = f"{base} ({plate_node.name})" if plate_node.name else base
+    node[_OWNER_KEY] = plate_node.name
+    return node
+
+
+def _drop_owned(tree: Any, bl_idname: str, plate_node: Any) -> None:
+    for node in [n for n in tree.nodes if n.bl_idname == bl_idname and n.get(_OWNER_KEY) == plate_node.name]:
+        tree.nodes.remove(node)
+
+
+def add_plate_node(tree: Any, image: Any) -> Any:
+    node = tree.nodes.new("CompositorNodeImage")
+    node.image = image
+    node.location = (-400, 200)
+    return node
+
+
+def copy_frame_mapping(src: Any, dst: Any) -> None:
+    """Give the matte node the plate node's frame mapping, so both show the same frame at every scene frame."""
+    for attr in ("frame_start", "frame_offset", "frame_duration", "use_cyclic", "use_auto_refresh"):
+        setattr(dst, attr, getattr(src, attr))
+
+
+def wire_matte(
+    tree: Any, plate_node: Any, matte_image: Any, *, mode: str, background: tuple[float, float, float, float]
+) -> Any:
+    """plate -> matte -> Alpha Over or Set Alpha -> output; returns the node feeding the output.
+
+    Alpha Over: the matte's decontaminated, premultiplied foreground over ``background`` (an unlinked
+    socket, ready for a background plate). Set Alpha: the original plate multiplied by the matte's alpha.
+    """
+    matte = _owned(tree, _MATTE_NODE, "CompositorNodeImage", plate_node)
+    matte.image = matte_image
+    copy_frame_mapping(plate_node, matte)
+    matte.location = (plate_node.location.x, plate_node.location.y - 320)
+
+    mix_type = "CompositorNodeAlphaOver" if mode == MODE_ALPHA_OVER else "CompositorNodeSetAlpha"
+    other = "CompositorNodeSetAlpha" if mode == MODE_ALPHA_OVER else "CompositorNodeAlphaOver"
+    _drop_owned(tree, other, plate_node)
+    mix = _owned(tree, _MIX_NODE, mix_type, plate_node)
+    mix.location = (plate_node.location.x + 350, plate_node.location.y - 120)
+    links = tree.links
+    if mode == MODE_ALPHA_OVER:
+        bg, fg = _alpha_over_sockets(mix)
+        for link in list(bg.links):
+            if link.from_node == plate_node:  # a stale link from an earlier Set Alpha wiring
+                links.remove(link)
+        if not bg.is_linked:
+            bg.default_value = background
+        links.new(matte.outputs["Image"], fg)
+    else:
+        _make_apply_mask(mix)
+        links.new(plate_node.outputs["Image"], mix.inputs["Image"])
+        links.new(matte.outputs["Alpha"], mix.inputs["Alpha"])
+    links.new(mix.outputs["Image"], output_socket(tree))
+    return mix

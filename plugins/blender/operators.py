@@ -1,0 +1,368 @@
+"""The "RVM Matte" operator: build a Job from the scene, run the engine, load and wire the result.
+
+The work is a :class:`MatteRun` (prepare, start, pump, finish) that both entry points share: the modal
+path pumps it from a timer so the UI stays live, with a progress bar and Esc to cancel; ``execute()``
+(scripts, ``blender -b``, tests) runs the very same steps synchronously.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import bpy
+
+from . import compositor, jobspec
+from .engine import CANCEL_GRACE_S, EngineError, EngineProcess, check_engine_python
+
+_MAX_WARNINGS = 5
+# Only one engine at a time: two would fight over the GPU and the same output folder.
+_active: MatteRun | None = None
+
+
+class RunError(Exception):
+    """A problem to report to the artist instead of raising into Blender's console as a traceback."""
+
+
+def addon_preferences(context: bpy.types.Context) -> Any:
+    addon = context.preferences.addons.get(__package__)
+    if addon is None:
+        raise RunError("the RVM Matte add-on is not enabled")
+    return addon.preferences
+
+
+def _abspath(path: str, library: Any = None) -> str:
+    return os.path.normpath(bpy.path.abspath(path, library=library))
+
+
+def _working_space() -> str:
+    colorspace = getattr(bpy.data, "colorspace", None)  # Blender 5: the blend file's working space
+    return getattr(colorspace, "working_space", None) or jobspec.BLENDER_LINEAR_REC709
+
+
+def _plate_node(context: bpy.types.Context, tree: Any, settings: Any) -> Any:
+    """The Image node holding the plate: the chosen one, or one made for a file path."""
+    if settings.source == "FILE":
+        return _node_for_file(context.scene, tree, settings.file_path)
+    node = tree.nodes.get(settings.image_node) if settings.image_node else tree.nodes.active
+    if node is None:
+        what = f"no node named {settings.image_node!r}" if settings.image_node else "no active node"
+        raise RunError(f"{what} in the compositor: choose the plate's Image node in the RVM panel")
+    if node.bl_idname != "CompositorNodeImage":
+        raise RunError(f"node {node.name!r} is not an Image node: choose the plate's Image node")
+    if node.image is None:
+        raise RunError(f"Image node {node.name!r} has no image: open the plate sequence or movie in it")
+    return node
+
+
+def _node_for_file(scene: Any, tree: Any, file_path: str) -> Any:
+    if not file_path:
+        raise RunError("no plate file chosen: pick any frame of a sequence, or a movie")
+    path = _abspath(file_path)
+    if not os.path.isfile(path):
+        raise RunError(f"plate file not found: {path}")
+    image = bpy.data.images.load(path, check_existing=True)
+    for node in tree.nodes:
+        if node.bl_idname == "CompositorNodeImage" and node.image == image:
+            return node
+    node = compositor.add_plate_node(tree, image)
+    node.frame_start = scene.frame_start
+    if jobspec.is_movie(path):
+        image.source = "MOVIE"
+        node.frame_duration = image.frame_duration
+        node.frame_offset = 0
+    else:
+        image.source = "SEQUENCE"
+        pattern, _ = jobspec.sequence_pattern(path)
+        frames = _frames_on_disk(pattern)
+        node.frame_duration = frames[-1] - frames[0] + 1
+        node.frame_offset = frames[0] - 1
+    return node
+
+
+def _frames_on_disk(pattern: str) -> list[int]:
+    """The frame numbers of a ``name.####.ext`` sequence that exist (Blender's loader does not tell us)."""
+    folder, name = os.path.split(pattern)
+    head, _, tail = name.partition("#")
+    tail = tail.lstrip("#")
+    frames = []
+    for entry in os.listdir(folder or "."):
+        if entry.startswith(head) and entry.endswith(tail):
+            number = entry[len(head) : len(entry) - len(tail)]
+            if number.isdigit():
+                frames.append(int(number))
+    if not frames:
+        raise RunError(f"no frames of {pattern} on disk")
+    return sorted(frames)
+
+
+class MatteRun:
+    """One matte: what to run, the engine process, and how to wire the result when it is done."""
+
+    def __init__(self, context: bpy.types.Context) -> None:
+        scene = context.scene
+        settings = scene.rvm_matte
+        prefs = addon_preferences(context)
+        try:
+            python = check_engine_python(prefs.engine_python)
+        except EngineError as exc:
+            raise RunError(str(exc)) from None
+
+        tree = compositor.compositor_tree(scene)
+        node = _plate_node(context, tree, settings)
+        image = node.image
+        self.scene_name = scene.name
+        self.plate_node_name = node.name
+        self.mode = settings.composite
+        self.background = tuple(settings.background)
+
+        try:
+            plate_path = _abspath(image.filepath, image.library)
+            if image.source == "MOVIE":
+                plate_input, padding, numbered = plate_path, 4, False
+            elif image.source in ("SEQUENCE", "FILE"):
+                plate_input, _ = jobspec.sequence_pattern(plate_path)
+                padding, numbered = plate_input.count("#"), True
+            else:
+                raise RunError(f"image {image.name!r} is a {image.source.lower()} image: RVM needs a sequence or movie")
+            frames = jobspec.file_frames(
+                scene.frame_start,
+                scene.frame_end,
+                start=node.frame_start,
+                offset=node.frame_offset,
+                duration=max(node.frame_duration, 1),
+                cyclic=node.use_cyclic,
+            )
+            studio_config = bool(os.environ.get("OCIO"))
+            input_space = jobspec.engine_colorspace(
+                image.colorspace_settings.name, working_space=_working_space(), studio_config=studio_config
+            )
+            # A studio config is shared with the engine: its scene_linear role is what Blender loads EXRs as.
+            self.matte_colorspace = None if studio_config else jobspec.BLENDER_LINEAR_REC709
+            output_dir = settings.output_dir
+            if output_dir.startswith("//") and not bpy.data.filepath:
+                raise RunError("save the blend file first: the matte is written next to it (or set an absolute folder)")
+            stem = jobspec.plate_stem(plate_path, numbered=numbered)
+            self.output = jobspec.output_pattern(_abspath(output_dir), stem, padding)
+            self.stem = stem
+            self.job = jobspec.build_job(
+                input=plate_input,
+                output=self.output,
+                frames=frames,
+                input_colorspace=input_space,
+                output_colorspace=None if studio_config else jobspec.ENGINE_LINEAR_REC709,
+                checkpoint=self._checkpoint(settings, prefs),
+                downsample="auto" if settings.downsample_auto else round(settings.downsample, 6),
+                device=prefs.device if settings.device == "PREFS" else settings.device,
+                precision=settings.precision,
+                preroll=settings.preroll,
+                overwrite=settings.overwrite,
+                name=f"{os.path.basename(bpy.data.filepath) or 'untitled'}: {stem}",
+                metadata={"rvm:host": f"Blender {bpy.app.version_string}", "rvm:plate_node": node.name},
+            )
+        except jobspec.JobSpecError as exc:
+            raise RunError(str(exc)) from None
+        self.first_frame = min(frames)
+        self.job_path = os.path.join(os.path.dirname(self.output), f"{stem}_rvm.job.json")
+        self.engine = EngineProcess(python, self.job_path)
+        self.cancelled_at: float | None = None
+
+    @staticmethod
+    def _checkpoint(settings: Any, prefs: Any) -> str | None:
+        if settings.checkpoint:
+            return _abspath(settings.checkpoint)
+        chosen = prefs.checkpoint_resnet50 if settings.encoder == "resnet50" else prefs.checkpoint_mobilenetv3
+        if not chosen and settings.encoder == "resnet50":
+            raise RunError("no ResNet-50 checkpoint: set one in Preferences > Add-ons > RVM Matte")
+        return _abspath(chosen) if chosen else None
+
+    # ------------------------------------------------------------------ running
+
+    def start(self) -> None:
+        try:
+            os.makedirs(os.path.dirname(self.job_path), exist_ok=True)
+            with open(self.job_path, "w", encoding="utf-8") as handle:
+                json.dump(self.job, handle, indent=2, sort_keys=True)
+        except OSError as exc:
+            raise RunError(f"cannot write the job file {self.job_path}: {exc.strerror or exc}") from None
+        try:
+            self.engine.start()
+        except EngineError as exc:
+            raise RunError(str(exc)) from None
+
+    def pump(self, timeout: float = 0.0) -> int | None:
+        """Apply whatever the engine said since last time; its exit code once it has exited."""
+        self.engine.events(timeout=timeout)
+        if self.cancelled_at is not None and time.monotonic() - self.cancelled_at > CANCEL_GRACE_S:
+            self.engine.kill()
+        return self.engine.poll()
+
+    def cancel(self) -> None:
+        if self.cancelled_at is None:
+            self.cancelled_at = time.monotonic()
+            self.engine.cancel()
+
+    @property
+    def status_line(self) -> str:
+        if self.cancelled_at is not None:
+            return "RVM Matte: stopping after the current frame…"
+        return self.engine.state.status_line()
+
+    def finish(self, context: bpy.types.Context, code: int, report: Any) -> set[str]:
+        """Report how the run ended; on success load the matte and wire the compositor."""
+        state = self.engine.state
+        if self.cancelled_at is not None or state.stopped:
+            report(
+                {"WARNING"},
+                f"RVM Matte cancelled: {state.done} of {state.total} frames were written to "
+                f"{os.path.dirname(self.output)}",
+            )
+            return {"CANCELLED"}
+        failure = self.engine.failure(code)
+        if failure is not None:
+            report({"ERROR"}, f"RVM Matte failed: {failure}")
+            return {"CANCELLED"}
+        for message in state.warnings[:_MAX_WARNINGS]:
+            report({"WARNING"}, f"RVM Matte: {message}")
+        try:
+            mix = self._wire(context)
+        except RunError as exc:
+            report({"ERROR"}, f"RVM Matte: {exc}")
+            return {"CANCELLED"}
+        report({"INFO"}, f"RVM Matte: {state.done} frames in {os.path.dirname(self.output)} → {mix.name}")
+        return {"FINISHED"}
+
+    def _wire(self, context: bpy.types.Context) -> Any:
+        scene = bpy.data.scenes.get(self.scene_name) or context.scene
+        tree = compositor.compositor_tree(scene)
+        node = tree.nodes.get(self.plate_node_name)
+        if node is None:
+            raise RunError(f"the plate node {self.plate_node_name!r} was removed while the matte rendered")
+        first = self.output.replace("#" * self.output.count("#"), f"{self.first_frame:0{self.output.count('#')}d}")
+        if not os.path.isfile(first):
+            raise RunError(f"the engine reported success but {first} is missing")
+        image = self._load_sequence(first)
+        return compositor.wire_matte(tree, node, image, mode=self.mode, background=self.background)
+
+    def _load_sequence(self, first: str) -> Any:
+        stored = bpy.path.relpath(first) if bpy.data.filepath else first
+        image = next((im for im in bpy.data.images if _abspath(im.filepath, im.library) == first), None)
+        if image is None:
+            image = bpy.data.images.load(first)
+            image.name = f"{self.stem} RVM"
+        image.filepath = stored
+        image.source = "SEQUENCE"
+        image.alpha_mode = "PREMUL"
+        if self.matte_colorspace:
+            image.colorspace_settings.name = self.matte_colorspace
+        image.reload()  # a rerun replaced the frames on disk: drop Blender's cached copies
+        return image
+
+
+def _set_status(context: bpy.types.Context, text: str | None) -> None:
+    workspace = getattr(context, "workspace", None)
+    if workspace is not None:
+        workspace.status_text_set(text)
+
+
+class RVM_OT_matte(bpy.types.Operator):
+    """Matte the people in a plate with Robust Video Matting and composite the result"""
+
+    bl_idname = "rvm.matte"
+    bl_label = "RVM Matte"
+    bl_options = {"REGISTER", "UNDO"}
+
+    _timer: Any = None
+    _run: MatteRun | None = None
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and _active is None
+
+    def _prepare(self, context: bpy.types.Context) -> MatteRun | None:
+        try:
+            run = MatteRun(context)
+            run.start()
+        except RunError as exc:
+            self.report({"ERROR"}, f"RVM Matte: {exc}")
+            return None
+        return run
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        global _active
+        run = self._prepare(context)
+        if run is None:
+            return {"CANCELLED"}
+        _active = run
+        try:
+            code = run.engine.wait()
+        finally:
+            _active = None
+        return run.finish(context, code, self.report)
+
+    def invoke(self, context: bpy.types.Context, event: Any) -> set[str]:
+        global _active
+        if context.window is None:  # no UI to keep alive (background mode): the synchronous path
+            return self.execute(context)
+        run = self._prepare(context)
+        if run is None:
+            return {"CANCELLED"}
+        self._run = _active = run
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.2, window=context.window)
+        wm.modal_handler_add(self)
+        wm.progress_begin(0, 1000)
+        _set_status(context, run.status_line)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: Any) -> set[str]:
+        run = self._run
+        assert run is not None
+        if event.type == "ESC" and event.value == "PRESS":
+            run.cancel()
+            _set_status(context, run.status_line)
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":  # (other operators' timers only make us look a little more often)
+            return {"PASS_THROUGH"}
+        code = run.pump()
+        if code is None:
+            context.window_manager.progress_update(int(run.engine.state.fraction * 1000))
+            _set_status(context, run.status_line)
+            return {"PASS_THROUGH"}
+        self._end(context)
+        return run.finish(context, code, self.report)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender is closing the operator (file load, quit): never leave an engine running behind it."""
+        if self._run is not None:
+            self._run.engine.kill()
+        self._end(context)
+
+    def _end(self, context: bpy.types.Context) -> None:
+        global _active
+        _active = None
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
+        wm.progress_end()
+        _set_status(context, None)
+
+
+CLASSES = (RVM_OT_matte,)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    global _active
+    if _active is not None:
+        _active.engine.kill()
+        _active = None
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,81 @@
+"""The RVM panel in the Compositor's sidebar (N panel, "RVM" tab)."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import compositor, operators
+
+
+class RVM_PT_matte(bpy.types.Panel):
+    bl_label = "RVM Matte"
+    bl_space_type = "NODE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "RVM"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        space = context.space_data
+        return getattr(space, "tree_type", None) == "CompositorNodeTree"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        settings = context.scene.rvm_matte
+
+        try:
+            prefs = operators.addon_preferences(context)
+        except operators.RunError:
+            prefs = None
+        if prefs is None or not prefs.engine_python:
+            box = layout.box()
+            box.label(text="Set the engine's Python first", icon="ERROR")
+            box.operator("preferences.addon_show", text="Open Preferences", icon="PREFERENCES").module = __package__
+
+        layout.prop(settings, "source", expand=True)
+        if settings.source == "FILE":
+            layout.prop(settings, "file_path")
+        else:
+            tree = compositor.compositor_tree(context.scene, create=False)
+            if tree is not None:
+                layout.prop_search(settings, "image_node", tree, "nodes", icon="NODE")
+            else:
+                layout.label(text="No compositor nodes yet", icon="INFO")
+
+        col = layout.column(heading="Model")
+        col.prop(settings, "encoder")
+        col.prop(settings, "checkpoint")
+        col.prop(settings, "downsample_auto")
+        sub = col.column()
+        sub.active = not settings.downsample_auto
+        sub.prop(settings, "downsample")
+        col.prop(settings, "preroll")
+        col.prop(settings, "device")
+        col.prop(settings, "precision")
+
+        col = layout.column(heading="Output")
+        col.prop(settings, "output_dir")
+        col.prop(settings, "overwrite")
+        col.prop(settings, "composite")
+        if settings.composite == compositor.MODE_ALPHA_OVER:
+            col.prop(settings, "background")
+
+        scene = context.scene
+        layout.label(text=f"Frames {scene.frame_start}-{scene.frame_end} (scene range)", icon="TIME")
+        row = layout.row()
+        row.scale_y = 1.5
+        row.operator(operators.RVM_OT_matte.bl_idname, icon="NODE_COMPOSITING")
+
+
+CLASSES = (RVM_PT_matte,)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,234 @@
+"""Drive the RVM Matte add-on inside real Blender (the PyPI ``bpy`` module), headless.
+
+Run by tests/test_blender_addon.py with ``.venv-blender/bin/python`` (bpy pins numpy < 2, so it cannot
+share the engine's venv): ``drive_rvm_matte.py CONFIG.json RESULT.json``. It installs the extension the
+way an artist does (a zip through Blender's extension installer), runs the operator, renders compositor
+frames to EXR and writes down everything the test needs to judge, as JSON; the judging (pixels against
+the engine's EXR composited by hand) happens in the engine's venv, which has OpenImageIO.
+
+``BLENDER_USER_RESOURCES`` must point at a scratch folder so nothing is installed into the real profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+import types
+import zipfile
+from typing import Any
+
+import bpy
+
+EXTENSION_ID = "rvm_matte"
+MODULE = f"bl_ext.user_default.{EXTENSION_ID}"
+
+
+def install_extension(addon_dir: str, scratch: str) -> None:
+    """Zip the add-on folder and install + enable it through Blender's own extension installer."""
+    archive = os.path.join(scratch, f"{EXTENSION_ID}.zip")
+    with zipfile.ZipFile(archive, "w") as zf:
+        for root, dirs, files in os.walk(addon_dir):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for name in files:
+                path = os.path.join(root, name)
+                zf.write(path, os.path.relpath(path, addon_dir))
+    bpy.ops.extensions.package_install_files(filepath=archive, repo="user_default", enable_on_install=True)
+    if MODULE not in bpy.context.preferences.addons:
+        raise RuntimeError(f"extension installed but {MODULE} is not enabled")
+
+
+def prefs() -> Any:
+    return bpy.context.preferences.addons[MODULE].preferences
+
+
+def run_operator(how: str = "EXEC_DEFAULT") -> dict[str, Any]:
+    """The operator as a script or ``blender -b`` calls it; an ERROR report becomes RuntimeError here.
+
+    ``INVOKE_DEFAULT`` (a button press) has no window to be modal in here, so it must run synchronously.
+    """
+    try:
+        result = bpy.ops.rvm.matte(how)
+        return {"result": sorted(result), "error": None}
+    except RuntimeError as exc:
+        return {"result": ["CANCELLED"], "error": str(exc)}
+
+
+def setup_scene(plate_first: str, frames: int, first_frame: int) -> Any:
+    """A scene as an artist leaves it: frame range 1-N, the plate sequence in a compositor Image node."""
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, frames
+    image = bpy.data.images.load(plate_first)
+    image.source = "SEQUENCE"
+    image.colorspace_settings.name = "sRGB"
+    module = sys.modules[MODULE + ".compositor"]
+    tree = module.compositor_tree(scene)
+    node = module.add_plate_node(tree, image)
+    node.name = "Plate"
+    # What Blender's file browser sets when a sequence numbered from 1001 is opened in the node.
+    node.frame_duration, node.frame_start, node.frame_offset = frames, 1, first_frame - 1
+    tree.nodes.active = node
+    scene.render.resolution_x, scene.render.resolution_y = image.size[0], image.size[1]
+    scene.render.resolution_percentage = 100
+    scene.view_settings.view_transform = "Standard"
+    scene.display_settings.display_device = "sRGB"
+    return scene
+
+
+def render_frame(scene: Any, frame: int, path: str) -> str:
+    scene.frame_set(frame)
+    scene.render.image_settings.file_format = "OPEN_EXR"
+    scene.render.image_settings.color_mode = "RGBA"
+    scene.render.image_settings.color_depth = "32"
+    scene.render.filepath = path
+    bpy.ops.render.render(write_still=True)
+    return path
+
+
+def describe_tree(scene: Any) -> dict[str, Any]:
+    tree = sys.modules[MODULE + ".compositor"].compositor_tree(scene, create=False)
+    nodes = [{"name": n.name, "type": n.bl_idname} for n in tree.nodes]
+    links = [f"{ln.from_node.name}.{ln.from_socket.name} -> {ln.to_node.name}.{ln.to_socket.name}" for ln in tree.links]
+    return {"nodes": nodes, "links": links}
+
+
+def describe_matte_image() -> dict[str, Any] | None:
+    images = [im for im in bpy.data.images if im.name.endswith(" RVM")]
+    if not images:
+        return None
+    image = images[0]
+    return {
+        "count": len(images),
+        "name": image.name,
+        "filepath": image.filepath,
+        "source": image.source,
+        "alpha_mode": image.alpha_mode,
+        "colorspace": image.colorspace_settings.name,
+    }
+
+
+def read_job(scene: Any) -> dict[str, Any] | None:
+    folder = bpy.path.abspath(scene.rvm_matte.output_dir)
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name.endswith(".job.json"):
+                with open(os.path.join(root, name), encoding="utf-8") as handle:
+                    return json.load(handle)
+    return None
+
+
+def error_cases(config: dict[str, Any], scene: Any) -> dict[str, Any]:
+    """Each way a run can fail before or inside the engine, with what the artist is told."""
+    cases: dict[str, Any] = {}
+    p = prefs()
+    p.engine_python = ""
+    cases["no_python"] = run_operator()
+    p.engine_python = os.path.join(config["work_dir"], "no-such-venv", "bin", "python")
+    cases["python_missing"] = run_operator()
+    p.engine_python = config["engine_python"]
+    cases["unsaved_blend"] = run_operator()
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.join(config["work_dir"], "shot.blend"))
+    p.engine_python = sys.executable  # Blender's venv: a Python without rvm-vfx
+    cases["python_without_engine"] = run_operator()
+    p.engine_python = config["engine_python"]
+    p.checkpoint_mobilenetv3 = os.path.join(config["work_dir"], "missing_checkpoint.pth")
+    cases["engine_error"] = run_operator()
+    p.checkpoint_mobilenetv3 = config["checkpoint"]
+    return cases
+
+
+def matte_and_render(config: dict[str, Any], scene: Any, mode: str, how: str) -> dict[str, Any]:
+    settings = scene.rvm_matte
+    settings.composite = mode
+    outcome = run_operator(how)
+    render = os.path.join(config["work_dir"], f"render_{mode.lower()}.exr")
+    if outcome["error"] is None:
+        render_frame(scene, config["render_frame"], render)
+    return {
+        **outcome,
+        "render": render,
+        "job": read_job(scene),
+        "tree": describe_tree(scene),
+        "image": describe_matte_image(),
+    }
+
+
+class _ModalHost:
+    """Stands in for the operator instance Blender would make, so ``modal()`` can be driven headless.
+
+    The PyPI bpy has no windows, hence no event loop to deliver TIMER and ESC events; these calls
+    deliver them by hand to the operator's own ``modal()``, unchanged.
+    """
+
+    def __init__(self, run: Any, operator_cls: Any) -> None:
+        self._run, self._timer = run, None
+        self.reports: list[list[Any]] = []
+        self._end = types.MethodType(operator_cls._end, self)
+
+    def report(self, kind: set[str], message: str) -> None:
+        self.reports.append([sorted(kind), message])
+
+
+def modal_case(config: dict[str, Any], engine_python: str, cancel_after: int | None) -> dict[str, Any]:
+    """The interactive path: TIMER events pump the engine, Esc (after ``cancel_after`` frames) cancels."""
+    operators = sys.modules[MODULE + ".operators"]
+    prefs().engine_python = engine_python
+    run = operators.MatteRun(bpy.context)
+    run.start()
+    operators._active = run  # as invoke() leaves it: the button is greyed out while the engine runs
+    host = _ModalHost(run, operators.RVM_OT_matte)
+    timer = types.SimpleNamespace(type="TIMER", value="NOTHING")
+    statuses, outcome = [run.status_line], None
+    deadline = time.monotonic() + 300
+    while outcome is None and time.monotonic() < deadline:
+        if cancel_after is not None and run.engine.state.done >= cancel_after and run.cancelled_at is None:
+            esc = types.SimpleNamespace(type="ESC", value="PRESS")
+            assert operators.RVM_OT_matte.modal(host, bpy.context, esc) == {"RUNNING_MODAL"}
+        result = operators.RVM_OT_matte.modal(host, bpy.context, timer)
+        if result != {"PASS_THROUGH"}:
+            outcome = sorted(result)
+        if run.status_line != statuses[-1]:
+            statuses.append(run.status_line)
+    prefs().engine_python = config["engine_python"]
+    return {
+        "result": outcome,
+        "reports": host.reports,
+        "statuses": statuses,
+        "exit_code": run.engine.poll(),
+        "operator_free_again": operators._active is None,
+    }
+
+
+def main() -> None:
+    config_path, result_path = sys.argv[-2:]
+    with open(config_path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    result: dict[str, Any] = {"blender": bpy.app.version_string}
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            install_extension(config["addon_dir"], scratch)
+        scene = setup_scene(config["plate_first"], config["frames"], config["first_frame"])
+        p = prefs()
+        p.engine_python = config["engine_python"]
+        p.checkpoint_mobilenetv3 = config["checkpoint"]
+        p.device = "cpu"
+        result["errors"] = error_cases(config, scene)
+        scene.rvm_matte.background = config["background"]
+        result["alpha_over"] = matte_and_render(config, scene, "ALPHA_OVER", "EXEC_DEFAULT")
+        # The second run takes the plate from a file path: it must find the plate node, not add another.
+        scene.rvm_matte.source = "FILE"
+        scene.rvm_matte.file_path = config["plate_first"]
+        result["set_alpha"] = matte_and_render(config, scene, "SET_ALPHA", "INVOKE_DEFAULT")
+        result["modal"] = modal_case(config, config["engine_python"], cancel_after=None)
+        result["cancel"] = modal_case(config, config["fake_engine"], cancel_after=1)
+    except Exception:  # the test shows this instead of a bare non-zero exit
+        result["driver_error"] = traceback.format_exc()
+    with open(result_path, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
