@@ -159,7 +159,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from .color import ColorPipeline, load_config
+    from .color import BUILTIN_CONFIG, ColorPipeline, load_config
     from .weights import default_checkpoint
 
     devices = ["cpu"]
@@ -179,7 +179,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "OpenImageIO": OpenImageIO.__version__,
         "OpenColorIO": PyOpenColorIO.__version__,
         "devices": devices,
-        "ocio_config": os.environ.get("OCIO") or pipeline.config_name,
+        "ocio_config": os.environ.get("OCIO") or BUILTIN_CONFIG,
         "scene_linear": pipeline.scene_linear,
         "model_space": pipeline.model_space,
         "default_checkpoint": str(checkpoint),

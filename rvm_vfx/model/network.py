@@ -111,8 +111,12 @@ class MattingNetwork(nn.Module):
         mat = self.project_mat(hid)
         fgr_residual, pha = mat[:, :3], mat[:, 3:]
         if downsample_ratio != 1:
-            coef_a, coef_b = self.refiner(src_sm, fgr_residual, pha, hid)
-            fgr, pha = guided_upsample(coef_a, coef_b, src)
+            # The guided filter subtracts nearly equal local moments (var = E[x²] − E[x]²): under a
+            # reduced-precision autocast that cancellation destroys it, so it always runs in src's dtype.
+            with torch.autocast(device_type=src.device.type, enabled=False):
+                dtype = src.dtype
+                coef_a, coef_b = self.refiner(src_sm.to(dtype), fgr_residual.to(dtype), pha.to(dtype), hid.to(dtype))
+                fgr, pha = guided_upsample(coef_a, coef_b, src)
         else:
             fgr = (fgr_residual + src).clamp(0.0, 1.0)
             pha = pha.clamp(0.0, 1.0)

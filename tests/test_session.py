@@ -1,0 +1,83 @@
+"""MattingSession: recurrent state across calls, snapshots, resets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rvm_vfx.errors import InputError
+from rvm_vfx.session import MattingSession, load_snapshot, save_snapshot
+
+from .conftest import GOLDEN
+
+
+@pytest.fixture(scope="module")
+def frames() -> torch.Tensor:
+    return torch.from_numpy(np.load(GOLDEN / "synth_src.npy"))
+
+
+def test_step_matches_the_official_golden_frames(model, frames) -> None:
+    session = MattingSession(model, downsample_ratio=0.5)
+    phas = [session.step(frames[t : t + 1])[1] for t in range(3)]
+    golden = np.load(GOLDEN / "synth_r0.5_pha.npy")
+    assert np.abs(torch.cat(phas).numpy() - golden).max() < 1e-3
+    assert session.frames_seen == 3
+
+
+def test_clip_step_equals_single_steps(model, frames) -> None:
+    a = MattingSession(model, downsample_ratio=0.5)
+    b = MattingSession(model, downsample_ratio=0.5)
+    fgr_clip, pha_clip = a.step(frames)
+    singles = [b.step(frames[t : t + 1]) for t in range(3)]
+    np.testing.assert_allclose(pha_clip.numpy(), torch.cat([s[1] for s in singles]).numpy(), atol=5e-4)
+    assert fgr_clip.shape == (3, 3, 192, 256) and pha_clip.shape == (3, 1, 192, 256)
+
+
+def test_snapshot_restore_is_exact_and_serialisable(model, frames, tmp_path) -> None:
+    session = MattingSession(model, downsample_ratio=0.5)
+    session.step(frames[0:1])
+    save_snapshot(tmp_path / "s.pt", session.snapshot())
+    expected = session.step(frames[1:2])[1]
+
+    fresh = MattingSession(model, downsample_ratio=0.5)
+    fresh.restore(load_snapshot(tmp_path / "s.pt"))
+    assert fresh.frames_seen == 1 and fresh.frame_size == (192, 256)
+    assert torch.equal(fresh.step(frames[1:2])[1], expected)
+
+
+def test_reset_forgets_and_size_change_resets_with_a_warning(model, frames) -> None:
+    warnings: list[str] = []
+    session = MattingSession(model, downsample_ratio=0.5, on_warning=warnings.append)
+    first = session.step(frames[0:1])[1]
+    session.step(frames[1:2])
+    session.reset()
+    assert torch.equal(session.step(frames[0:1])[1], first)
+
+    session.step(frames[0:1, :, :96, :128])
+    assert warnings == ["frame size changed from 256×192 to 128×96: recurrent state reset"]
+    assert session.frames_seen == 1
+
+
+def test_auto_ratio_and_bad_settings(model) -> None:
+    session = MattingSession(model)
+    assert session.ratio_for(2160, 3840) == pytest.approx(512 / 3840)
+    with pytest.raises(InputError, match="precision fp16 needs a GPU"):
+        MattingSession(model, precision="fp16", device="cpu")
+    with pytest.raises(InputError, match=r"downsample ratio must be in \(0, 1\], got 1.5"):
+        MattingSession(model, downsample_ratio=1.5)
+    with pytest.raises(InputError, match="device 'cuda' was requested but no CUDA device is available"):
+        MattingSession(model, device="cuda")
+
+
+def test_bf16_stays_close_on_cpu(model, frames) -> None:
+    """bf16 is opt-in; report how far it moves alpha (the README quotes it)."""
+    fp32 = MattingSession(model, downsample_ratio=0.5)
+    bf16 = MattingSession(model, downsample_ratio=0.5, precision="bf16")
+    a = torch.cat([fp32.step(frames[t : t + 1])[1] for t in range(3)])
+    b = torch.cat([bf16.step(frames[t : t + 1])[1] for t in range(3)])
+    err = float((a - b).abs().max())
+    print(f"bf16 max |alpha error| vs fp32 on the golden frames: {err:.4f}")
+    # Measured 0.079: far above the 1e-3 a default would need, so bf16 stays opt-in (the refiner runs in
+    # fp32 regardless; without that the error was 1.0).
+    assert 1e-3 < err < 0.15
