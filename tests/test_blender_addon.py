@@ -113,6 +113,11 @@ def test_runs_in_blender_5(blender_run: dict) -> None:
     assert blender_run["blender"].startswith("5.0.1")
 
 
+def test_extension_registers_and_unregisters_cleanly(blender_run: dict) -> None:
+    assert blender_run["registered"] == {"operator": True, "panel": True, "scene_settings": True}
+    assert blender_run["registered_after_disable"] == {"operator": False, "panel": False, "scene_settings": False}
+
+
 def test_missing_engine_python_is_explained(blender_run: dict) -> None:
     errors = blender_run["errors"]
     for case in ("no_python", "python_missing", "python_without_engine", "unsaved_blend", "engine_error"):

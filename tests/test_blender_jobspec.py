@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import sys
 from types import ModuleType
 
@@ -165,6 +166,28 @@ def test_file_frames_refuse_empty_range() -> None:
 def test_format_frame_ranges() -> None:
     assert jobspec.format_frame_ranges([1003, 1001, 1002, 1010, 1012, 1011, 1020]) == "1001-1003,1010-1012,1020"
     assert jobspec.format_frame_ranges([7]) == "7"
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+def test_checkpoint_override_then_preference_then_engine_default() -> None:
+    env = {"XDG_CACHE_HOME": "/cache"}
+    assert jobspec.checkpoint_for("mobilenetv3", "/s/mine.pth", "/p/mnv3.pth", env) == "/s/mine.pth"
+    assert jobspec.checkpoint_for("mobilenetv3", "", "/p/mnv3.pth", env) == "/p/mnv3.pth"
+    assert jobspec.checkpoint_for("mobilenetv3", "", "", env) is None
+
+
+def test_resnet50_default_is_the_engines_cached_official_file(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from rvm_vfx import weights
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # The add-on's idea of the engine's cache is the engine's own (Blender and the engine share a user).
+    assert jobspec.engine_cache_dir(os.environ) == str(weights.cache_dir())
+    assert jobspec.checkpoint_for("resnet50", "", "", os.environ) == str(tmp_path / "rvm-vfx" / "rvm_resnet50.pth")
+    assert jobspec.OFFICIAL_CHECKPOINTS["mobilenetv3"] == weights.OFFICIAL_FILENAME
+    with pytest.raises(jobspec.JobSpecError, match="encoder must be one of"):
+        jobspec.checkpoint_for("vit", "", "", os.environ)
 
 
 # ------------------------------------------------------------------------------------------ the job

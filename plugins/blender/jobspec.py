@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ENCODERS",
     "JobSpecError",
     "build_job",
+    "checkpoint_for",
     "engine_colorspace",
     "file_frames",
     "format_frame_ranges",
@@ -172,6 +173,33 @@ def format_frame_ranges(frames: Iterable[int]) -> str:
         if frame is not None:
             first = prev = frame
     return ",".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ model
+
+OFFICIAL_CHECKPOINTS = {"mobilenetv3": "rvm_mobilenetv3.pth", "resnet50": "rvm_resnet50.pth"}
+
+
+def engine_cache_dir(env: Mapping[str, str]) -> str:
+    """The engine's per-user cache, by the engine's own rule (``rvm_vfx.weights.cache_dir``)."""
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rvm-vfx")
+
+
+def checkpoint_for(encoder: str, override: str, preference: str, env: Mapping[str, str]) -> str | None:
+    """The Job's checkpoint: the scene's override, else the encoder's preference, else the engine's default.
+
+    None lets the engine choose (``$RVM_VFX_CHECKPOINT`` or its cached official MobileNetV3); a ResNet-50
+    has no such default, so it points at the official file's place in the engine's cache, as the Nuke node
+    does, and the engine names that path if the file is not there.
+    """
+    if encoder not in ENCODERS:
+        raise JobSpecError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
+    if override or preference:
+        return override or preference
+    if encoder == "mobilenetv3":
+        return None
+    return os.path.join(engine_cache_dir(env), OFFICIAL_CHECKPOINTS[encoder])
 
 
 # ------------------------------------------------------------------------------------------ the job

@@ -136,7 +136,7 @@ class MatteRun:
                 cyclic=node.use_cyclic,
             )
             studio_config = bool(os.environ.get("OCIO"))
-            input_space = jobspec.engine_colorspace(
+            input_space = settings.input_colorspace.strip() or jobspec.engine_colorspace(
                 image.colorspace_settings.name, working_space=_working_space(), studio_config=studio_config
             )
             # A studio config is shared with the engine: its scene_linear role is what Blender loads EXRs as.
@@ -171,12 +171,14 @@ class MatteRun:
 
     @staticmethod
     def _checkpoint(settings: Any, prefs: Any) -> str | None:
-        if settings.checkpoint:
-            return _abspath(settings.checkpoint)
-        chosen = prefs.checkpoint_resnet50 if settings.encoder == "resnet50" else prefs.checkpoint_mobilenetv3
-        if not chosen and settings.encoder == "resnet50":
-            raise RunError("no ResNet-50 checkpoint: set one in Preferences > Add-ons > RVM Matte")
-        return _abspath(chosen) if chosen else None
+        preference = prefs.checkpoint_resnet50 if settings.encoder == "resnet50" else prefs.checkpoint_mobilenetv3
+        chosen = jobspec.checkpoint_for(
+            settings.encoder,
+            _abspath(settings.checkpoint) if settings.checkpoint else "",
+            _abspath(preference) if preference else "",
+            os.environ,
+        )
+        return chosen
 
     # ------------------------------------------------------------------ running
 

@@ -34,7 +34,7 @@ class RVMMattePreferences(bpy.types.AddonPreferences):
     )
     checkpoint_resnet50: StringProperty(  # type: ignore[valid-type]
         name="ResNet-50 Checkpoint",
-        description="rvm_resnet50.pth or its TorchScript form; needed when a matte uses the ResNet-50 encoder",
+        description="rvm_resnet50.pth or its TorchScript form. Empty: rvm_resnet50.pth in the engine's cache",
         subtype="FILE_PATH",
     )
     device: EnumProperty(name="Device", items=_DEVICES, default="auto")  # type: ignore[valid-type]
@@ -68,7 +68,7 @@ class RVMMatteSettings(bpy.types.PropertyGroup):
         name="Encoder",
         items=[
             ("mobilenetv3", "MobileNetV3", "Fast; the official default"),
-            ("resnet50", "ResNet-50", "Slower, slightly better edges; needs its checkpoint in Preferences"),
+            ("resnet50", "ResNet-50", "Slower, slightly better edges"),
         ],
         default="mobilenetv3",
     )
@@ -96,6 +96,11 @@ class RVMMatteSettings(bpy.types.PropertyGroup):
         default=0,
         min=0,
         soft_max=100,
+    )
+    input_colorspace: StringProperty(  # type: ignore[valid-type]
+        name="Input Colour Space",
+        description="The plate's colour space as the engine's OCIO config names it. Empty: taken from the "
+        "image's Color Space setting",
     )
     device: EnumProperty(  # type: ignore[valid-type]
         name="Device",

@@ -51,6 +51,7 @@ class RVM_PT_matte(bpy.types.Panel):
         sub.active = not settings.downsample_auto
         sub.prop(settings, "downsample")
         col.prop(settings, "preroll")
+        col.prop(settings, "input_colorspace")
         col.prop(settings, "device")
         col.prop(settings, "precision")
 

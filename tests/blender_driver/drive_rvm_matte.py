@@ -45,6 +45,14 @@ def prefs() -> Any:
     return bpy.context.preferences.addons[MODULE].preferences
 
 
+def registered() -> dict[str, bool]:
+    return {
+        "operator": hasattr(bpy.types, "RVM_OT_matte"),
+        "panel": hasattr(bpy.types, "RVM_PT_matte"),
+        "scene_settings": hasattr(bpy.types.Scene, "rvm_matte"),
+    }
+
+
 def run_operator(how: str = "EXEC_DEFAULT") -> dict[str, Any]:
     """The operator as a script or ``blender -b`` calls it; an ERROR report becomes RuntimeError here.
 
@@ -224,6 +232,11 @@ def main() -> None:
         result["set_alpha"] = matte_and_render(config, scene, "SET_ALPHA", "INVOKE_DEFAULT")
         result["modal"] = modal_case(config, config["engine_python"], cancel_after=None)
         result["cancel"] = modal_case(config, config["fake_engine"], cancel_after=1)
+        result["registered"] = registered()
+        import addon_utils  # on sys.path only once bpy is imported
+
+        addon_utils.disable(MODULE, default_set=True)
+        result["registered_after_disable"] = registered()
     except Exception:  # the test shows this instead of a bare non-zero exit
         result["driver_error"] = traceback.format_exc()
     with open(result_path, "w", encoding="utf-8") as handle:
