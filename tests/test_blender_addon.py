@@ -120,7 +120,14 @@ def test_extension_registers_and_unregisters_cleanly(blender_run: dict) -> None:
 
 def test_missing_engine_python_is_explained(blender_run: dict) -> None:
     errors = blender_run["errors"]
-    for case in ("no_python", "python_missing", "python_without_engine", "unsaved_blend", "engine_error"):
+    for case in (
+        "no_python",
+        "python_missing",
+        "python_without_engine",
+        "unsaved_blend",
+        "still_image",
+        "engine_error",
+    ):
         assert errors[case]["result"] == ["CANCELLED"], case
         assert "Traceback" not in errors[case]["error"], errors[case]["error"]
     assert "no engine Python set" in errors["no_python"]["error"]
@@ -128,6 +135,7 @@ def test_missing_engine_python_is_explained(blender_run: dict) -> None:
     assert "no-such-venv/bin/python does not exist" in errors["python_missing"]["error"]
     assert "has no rvm-vfx installed" in errors["python_without_engine"]["error"]
     assert "save the blend file first" in errors["unsaved_blend"]["error"]
+    assert "is not a sequence or movie (its Source is File)" in errors["still_image"]["error"]
 
 
 def test_engine_error_reaches_the_artist_as_a_report(blender_run: dict) -> None:

@@ -122,11 +122,14 @@ class MatteRun:
             plate_path = _abspath(image.filepath, image.library)
             if image.source == "MOVIE":
                 plate_input, padding, numbered = plate_path, 4, False
-            elif image.source in ("SEQUENCE", "FILE"):
+            elif image.source == "SEQUENCE":
                 plate_input, _ = jobspec.sequence_pattern(plate_path)
                 padding, numbered = plate_input.count("#"), True
-            else:
-                raise RunError(f"image {image.name!r} is a {image.source.lower()} image: RVM needs a sequence or movie")
+            else:  # a still ("FILE"), generated, viewer...: no frames for the network's memory to follow
+                raise RunError(
+                    f"image {image.name!r} is not a sequence or movie (its Source is {image.source.title()}): "
+                    "set the Image node's Source to Image Sequence or Movie"
+                )
             frames = jobspec.file_frames(
                 scene.frame_start,
                 scene.frame_end,
