@@ -1,0 +1,156 @@
+"""End-to-end throughput (EXR in, EXR out) against the network alone, and peak memory at UHD.
+
+    python bench/bench_render.py                 # 1920×1080, 24 frames, ratio 0.25
+    python bench/bench_render.py --frames 48 --json bench/results/render.json
+    python bench/bench_render.py --uhd-memory    # also peak RSS of a 3840×2160 render (subprocess)
+
+Both figures come from the same frames in the same run: first the network alone (`MattingSession.step`
+on frames already decoded and in model space), then the whole render (read, colour, network, colour,
+premultiply, write) through `rvm_vfx.render.render`. The ratio says how well reading and writing hide
+behind the network. Figures, not pass/fail: compare only runs on the same machine and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RVM_VFX_SHARED", ROOT.parent / "shared"))
+CHECKPOINT = SHARED / "models" / "rvm_mobilenetv3_tfjs" / "model.json"
+PORTRAIT = SHARED / "data" / "portraits"
+BACKGROUND = SHARED / "data" / "backgrounds" / "rw_02.jpg"
+
+
+def _resize(path: Path, width: int, height: int) -> np.ndarray:
+    buf = oiio.ImageBuf(str(path))
+    return oiio.ImageBufAlgo.resize(buf, roi=oiio.ROI(0, width, 0, height, 0, 1, 0, buf.nchannels)).get_pixels(
+        oiio.FLOAT
+    )
+
+
+def make_plate(folder: Path, frames: int, width: int, height: int) -> str:
+    """A scene-linear ACEScg half-float EXR shot: a portrait sliding over a background."""
+    from rvm_vfx.color import ColorPipeline
+
+    image = _resize(PORTRAIT / "image" / "p_818e689d.jpg", width, height)
+    alpha = _resize(PORTRAIT / "alpha" / "p_818e689d.png", width, height)
+    background = _resize(BACKGROUND, width, height)
+    color = ColorPipeline()
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(frames):
+        shift = (i - frames // 2) * max(1, width // 200)
+        comp = np.roll(image, shift, 1) * np.roll(alpha, shift, 1) + background * (1 - np.roll(alpha, shift, 1))
+        linear = color.convert(comp.astype(np.float32), "sRGB - Texture", "ACEScg")
+        spec = oiio.ImageSpec(width, height, 3, "half")
+        spec.attribute("compression", "zip")
+        out = oiio.ImageOutput.create("exr")
+        out.open(str(folder / f"plate.{1001 + i}.exr"), spec)
+        out.write_image(linear)
+        out.close()
+    return str(folder / "plate.####.exr")
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+
+
+def bench_hd(frames: int, width: int, height: int, ratio: float) -> dict[str, float]:
+    from rvm_vfx.color import ColorPipeline
+    from rvm_vfx.imageio import read_image
+    from rvm_vfx.job import Job
+    from rvm_vfx.render import render
+    from rvm_vfx.session import MattingSession
+    from rvm_vfx.weights import load_model
+
+    model = load_model(CHECKPOINT)
+    with tempfile.TemporaryDirectory() as tmp:
+        pattern = make_plate(Path(tmp) / "plate", frames, width, height)
+        color = ColorPipeline()
+        tensors = []
+        for i in range(frames):
+            plate = read_image(pattern.replace("####", str(1001 + i)))
+            rgb, _ = color.to_model(plate.rgb, "ACEScg")
+            tensors.append(torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous())
+        session = MattingSession(model, ratio)
+        session.step(tensors[0])  # first frame builds kernels and state: not timed in either run
+        session.reset()
+        start = time.perf_counter()
+        for tensor in tensors:
+            session.step(tensor)
+        model_fps = frames / (time.perf_counter() - start)
+
+        job = Job(input=pattern, output=str(Path(tmp) / "out" / "m.####.exr"), checkpoint=str(CHECKPOINT),
+                  downsample=ratio)
+        report = render(job, model=model)
+        return {"frames": frames, "model_only_fps": model_fps, "end_to_end_fps": report.fps,
+                "ratio": report.fps / model_fps}
+
+
+def uhd_peak_memory(frames: int) -> dict[str, float]:
+    """Render 3840×2160 in a fresh process so its peak RSS is the render's alone."""
+    code = f"""
+import resource, sys, tempfile, json
+from pathlib import Path
+sys.path.insert(0, {str(ROOT / 'bench')!r})
+from bench_render import make_plate, CHECKPOINT
+from rvm_vfx.job import Job
+from rvm_vfx.render import render
+with tempfile.TemporaryDirectory() as tmp:
+    pattern = make_plate(Path(tmp) / "plate", {frames}, 3840, 2160)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = render(Job(input=pattern, output=str(Path(tmp) / "o" / "m.####.exr"), checkpoint=str(CHECKPOINT),
+                        downsample=0.125))
+    print(json.dumps({{"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_before_render_mb": before / 1024, "fps": report.fps}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--size", default="1920x1080")
+    parser.add_argument("--ratio", type=float, default=0.25)
+    parser.add_argument("--uhd-memory", action="store_true", help="also measure peak RSS of a 4K render")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    result: dict[str, object] = {"machine": machine()}
+    hd = bench_hd(args.frames, width, height, args.ratio)
+    result["hd"] = hd
+    print(f"{width}×{height} @ {args.ratio}: model only {hd['model_only_fps']:.2f} fps, "
+          f"end to end (EXR→EXR) {hd['end_to_end_fps']:.2f} fps = {hd['ratio']:.0%} of model-only")
+    if args.uhd_memory:
+        uhd = uhd_peak_memory(6)
+        result["uhd"] = uhd
+        print(f"3840×2160 @ 0.125: peak RSS {uhd['peak_rss_mb']:.0f} MB, {uhd['fps']:.2f} fps")
+    print(json.dumps(result["machine"]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
