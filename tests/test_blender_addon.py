@@ -56,6 +56,20 @@ def read(path: str | Path) -> np.ndarray:
     return buf.get_pixels(oiio.FLOAT)
 
 
+def make_movie(path: Path, plates: list[Path]) -> Path:
+    """The same frames as a small MPEG-4 movie, the other kind of plate an Image node holds."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=24)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for plate in plates:
+            rgb = oiio.ImageBuf(str(plate)).get_pixels(oiio.UINT8)[..., :3]
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
 def make_plate(folder: Path) -> list[Path]:
     """Three 128x96 frames from different real portraits, so a wrong frame mapping shows in the pixels."""
     folder.mkdir(parents=True)
@@ -87,6 +101,7 @@ def blender_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "fake_engine": str(fake),
         "checkpoint": str(TFJS_MODEL),
         "plate_first": str(plates[0]),
+        "movie": str(make_movie(work / "movie.mp4", plates)),
         "frames": FRAMES,
         "first_frame": FIRST,
         "render_frame": RENDER_FRAME,
@@ -215,6 +230,21 @@ def test_set_alpha_render_matches_hand_composite(blender_run: dict) -> None:
     alpha = matte[..., 3:4]
     np.testing.assert_allclose(rendered[..., :3], plate * alpha, atol=3e-3)
     np.testing.assert_allclose(rendered[..., 3:], alpha, atol=1e-3)
+
+
+def test_movie_plate_from_a_file_path(blender_run: dict) -> None:
+    movie = blender_run["movie"]
+    assert movie["result"] == ["FINISHED"], movie["error"]
+    job = Job.from_dict(movie["job"])
+    assert job.input.endswith("/movie.mp4") and job.start_frame == 1 and job.frames == "1-3"
+    assert job.output.endswith("rvm/movie/movie_rvm.####.exr")
+    assert movie["image"]["filepath"] == "//rvm/movie/movie_rvm.0001.exr"
+    assert "RVM Composite (movie.mp4).Image -> Group Output.Image" in movie["tree"]["links"]
+    # Scene frame 2 is the movie's 2nd frame; the render is the matte's frame 0002 over the background.
+    matte = read(job.output.replace("####", "0002"))
+    rendered = read(movie["render"])
+    expected = matte + (1.0 - matte[..., 3:4]) * np.array(BACKGROUND, np.float32)
+    np.testing.assert_allclose(rendered, expected, atol=1e-3)
 
 
 def test_modal_run_pumped_by_timer_events_finishes_and_wires(blender_run: dict) -> None:

@@ -97,6 +97,7 @@ def _drop_owned(tree: Any, bl_idname: str, plate_node: Any) -> None:
 def add_plate_node(tree: Any, image: Any) -> Any:
     node = tree.nodes.new("CompositorNodeImage")
     node.image = image
+    node.name = node.label = image.name
     node.location = (-400, 200)
     return node
 

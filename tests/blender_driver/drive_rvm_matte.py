@@ -103,8 +103,8 @@ def describe_tree(scene: Any) -> dict[str, Any]:
     return {"nodes": nodes, "links": links}
 
 
-def describe_matte_image() -> dict[str, Any] | None:
-    images = [im for im in bpy.data.images if im.name.endswith(" RVM")]
+def describe_matte_image(stem: str = "plate") -> dict[str, Any] | None:
+    images = [im for im in bpy.data.images if im.name == f"{stem} RVM"]
     if not images:
         return None
     image = images[0]
@@ -119,13 +119,13 @@ def describe_matte_image() -> dict[str, Any] | None:
 
 
 def read_job(scene: Any) -> dict[str, Any] | None:
+    """The job file the last run wrote (each plate has its own folder and job file)."""
     folder = bpy.path.abspath(scene.rvm_matte.output_dir)
-    for root, _, files in os.walk(folder):
-        for name in files:
-            if name.endswith(".job.json"):
-                with open(os.path.join(root, name), encoding="utf-8") as handle:
-                    return json.load(handle)
-    return None
+    jobs = [os.path.join(root, n) for root, _, files in os.walk(folder) for n in files if n.endswith(".job.json")]
+    if not jobs:
+        return None
+    with open(max(jobs, key=os.path.getmtime), encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def error_cases(config: dict[str, Any], scene: Any) -> dict[str, Any]:
@@ -152,11 +152,11 @@ def error_cases(config: dict[str, Any], scene: Any) -> dict[str, Any]:
     return cases
 
 
-def matte_and_render(config: dict[str, Any], scene: Any, mode: str, how: str) -> dict[str, Any]:
+def matte_and_render(config: dict[str, Any], scene: Any, mode: str, how: str, label: str = "") -> dict[str, Any]:
     settings = scene.rvm_matte
     settings.composite = mode
     outcome = run_operator(how)
-    render = os.path.join(config["work_dir"], f"render_{mode.lower()}.exr")
+    render = os.path.join(config["work_dir"], f"render_{label or mode.lower()}.exr")
     if outcome["error"] is None:
         render_frame(scene, config["render_frame"], render)
     return {
@@ -164,7 +164,7 @@ def matte_and_render(config: dict[str, Any], scene: Any, mode: str, how: str) ->
         "render": render,
         "job": read_job(scene),
         "tree": describe_tree(scene),
-        "image": describe_matte_image(),
+        "image": describe_matte_image(label or "plate"),
     }
 
 
@@ -234,6 +234,9 @@ def main() -> None:
         scene.rvm_matte.source = "FILE"
         scene.rvm_matte.file_path = config["plate_first"]
         result["set_alpha"] = matte_and_render(config, scene, "SET_ALPHA", "INVOKE_DEFAULT")
+        # A movie from a file path: a second plate node, its own matte, now feeding the output.
+        scene.rvm_matte.file_path = config["movie"]
+        result["movie"] = matte_and_render(config, scene, "ALPHA_OVER", "EXEC_DEFAULT", "movie")
         result["modal"] = modal_case(config, config["engine_python"], cancel_after=None)
         result["cancel"] = modal_case(config, config["fake_engine"], cancel_after=1)
         result["registered"] = registered()
