@@ -133,7 +133,8 @@ class Job:
         changes = {}
         for name in ("input", "output", "alpha_output", "fg_output", "checkpoint", "ocio_config"):
             value = getattr(self, name)
-            if value and not os.path.isabs(value):
+            # ``ocio://`` names OCIO's built-in configs (what Nuke 15+ uses): an address, not a path.
+            if value and not os.path.isabs(value) and not value.startswith("ocio://"):
                 changes[name] = str(base / value)
         return dataclasses.replace(self, **changes)
 

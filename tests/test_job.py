@@ -58,3 +58,11 @@ def test_file_errors(tmp_path) -> None:
         Job.from_json(big)
     with pytest.raises(InputError, match="job file not found"):
         Job.from_json(tmp_path / "absent.json")
+
+
+def test_relative_paths_resolve_but_ocio_addresses_stay(tmp_path) -> None:
+    job = Job(input="plates/a.####.exr", output="/abs/m.####.exr", ocio_config="ocio://studio-config-v2.1.0")
+    resolved = job.resolved(tmp_path)
+    assert resolved.input == str(tmp_path / "plates" / "a.####.exr")
+    assert resolved.output == "/abs/m.####.exr"
+    assert resolved.ocio_config == "ocio://studio-config-v2.1.0"
