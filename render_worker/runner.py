@@ -1,0 +1,380 @@
+"""One claimed job from start to finish: validate, render (resumably), report, file it under done/ or failed/.
+
+Whatever happens inside, the job ends in exactly one of three places: ``done/`` with its report,
+``failed/`` with a report naming the cause, or still in ``active/`` (stopped on SIGTERM, or taken
+over by another worker) ready to resume. The worker itself never dies of a job.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from rvm_vfx.errors import InputError, OutputError
+from rvm_vfx.sequence import format_frame, format_frames
+
+from .claim import Claim, Heartbeat
+from .config import WorkerConfig
+from .executor_local import Outcome, ProgressSink
+from .fsutil import atomic_write_json, is_no_space
+from .layout import HEARTBEAT, LOG, REPORT, RUNS, Layout
+from .status import StatusFile
+from .ticket import Ticket, load_ticket
+
+log = logging.getLogger(__name__)
+_PROBE_BYTES = 64 * 1024
+_TEMP_TAIL = re.compile(r"\.\d+\.[0-9a-f]{8}\.tmp\.exr$")  # rvm_vfx.imageio's temporary frame names
+
+
+class Executor(Protocol):
+    mode: str
+
+    def run(self, ticket: Ticket, claim: Claim, stop: threading.Event, progress: ProgressSink) -> Outcome: ...
+
+    def state_dirs(self, job_dir: Path) -> list[Path]: ...
+
+    def close(self) -> None: ...
+
+
+def classify(exc: BaseException) -> str:
+    """The cause a wrangler acts on: the ticket's fault, the output (full or unwritable), or ours."""
+    kind = getattr(exc, "kind", None)
+    if is_no_space(exc):
+        return "disk full"
+    if isinstance(kind, str):
+        return kind
+    if isinstance(exc, InputError):
+        return "input"
+    if isinstance(exc, OutputError | OSError):
+        return "output"
+    return "internal"
+
+
+class JobRunner:
+    def __init__(self, config: WorkerConfig, layout: Layout, executor: Executor) -> None:
+        self.config = config
+        self.layout = layout
+        self.executor = executor
+
+    def run(self, claim: Claim, stop: threading.Event) -> str:
+        """Run the job; returns ``done``, ``failed``, ``stopped`` or ``lost``."""
+        job_dir = claim.job_dir
+        handler = _attach_job_log(job_dir / LOG, self.config.worker_id)
+        status = StatusFile(job_dir, claim.job_id, self.config.worker_id, claim.generation)
+        record: dict[str, Any] = {
+            "worker": self.config.worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "generation": claim.generation,
+            "started_at": time.time(),
+            "mode": self.executor.mode,
+        }
+        ticket: Ticket | None = None
+        heartbeat = Heartbeat(claim, self.config.heartbeat_interval, on_lost=stop.set)
+        try:
+            with heartbeat:
+                log.info("job %s: generation %d on worker %s", claim.job_id, claim.generation, self.config.worker_id)
+                status.update(state="validating")
+                t0 = time.monotonic()
+                try:
+                    ticket = load_ticket(job_dir, self.config)
+                    record["validate_s"] = round(time.monotonic() - t0, 3)
+                    status.update(
+                        state="rendering",
+                        frames_total=len(ticket.frames),
+                        name=ticket.name,
+                        input=ticket.job.input,
+                        output=ticket.job.output,
+                        mode=self.executor.mode,
+                    )
+                    log.info("rendering %s -> %s (%d frames)", ticket.job.input, ticket.job.output, len(ticket.frames))
+                    outcome = self.executor.run(ticket, claim, stop, self._progress(status))
+                except Exception as exc:  # noqa: BLE001 - every failure of a job is filed, the worker goes on
+                    if heartbeat.lost or claim.superseded():
+                        return self._lost(claim, record, f"{type(exc).__name__}: {exc}")
+                    log.error("job %s failed: %s", claim.job_id, exc, exc_info=classify(exc) == "internal")
+                    self._finish_failed(claim, ticket, status, record, exc, heartbeat)
+                    return "failed"
+                record["render_s"] = round(time.monotonic() - t0 - record["validate_s"], 3)
+                if heartbeat.lost or claim.superseded():
+                    return self._lost(claim, record, "taken over by another worker")
+                if outcome.stopped:
+                    self._finish_stopped(claim, status, record, outcome, heartbeat)
+                    return "stopped"
+                self._finish_done(claim, ticket, status, record, outcome, heartbeat)
+                return "done"
+        finally:
+            _detach_job_log(handler)
+
+    # ------------------------------------------------------------------ progress
+
+    def _progress(self, status: StatusFile) -> ProgressSink:
+        def sink(event: dict[str, Any]) -> None:
+            kind = event.get("event")
+            if kind == "start":
+                status.update(
+                    frames_total=event.get("total"), resumed_from=event.get("resumed_from"), chunks=event.get("chunks")
+                )
+                if event.get("resumed_from") is not None:
+                    log.info("resuming after frame %s", event["resumed_from"])
+            elif kind == "progress":
+                fields = {
+                    "frames_done": event["done"],
+                    "frames_total": event["total"],
+                    "fps": event.get("fps"),
+                    "eta_s": event.get("eta_s"),
+                }
+                if "chunks_done" in event:
+                    fields["chunks_done"] = event["chunks_done"]
+                status.update(force=event["done"] >= event["total"], **fields)
+            elif kind == "warning":  # the engine logs it too (into job.log); status collects it
+                status.warn(event["message"])
+
+        return sink
+
+    # ------------------------------------------------------------------ endings
+
+    def _runs(self, claim: Claim, record: dict[str, Any]) -> list[dict[str, Any]]:
+        record["ended_at"] = time.time()
+        path = claim.job_dir / RUNS
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, default=str) + "\n")
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return [json.loads(line) for line in lines if line.strip()]
+        except (OSError, ValueError):
+            return [record]
+
+    def _lost(self, claim: Claim, record: dict[str, Any], why: str) -> str:
+        log.warning("job %s: %s; leaving it to its new owner", claim.job_id, why)
+        record.update(outcome="lost", reason=why)
+        if claim.job_dir.is_dir():
+            self._runs(claim, record)
+        return "lost"
+
+    def _finish_stopped(
+        self, claim: Claim, status: StatusFile, record: dict[str, Any], outcome: Outcome, heartbeat: Heartbeat
+    ) -> None:
+        record.update(
+            outcome="stopped",
+            resumed_from=outcome.report.get("resumed_from"),
+            frames_written=format_frames(outcome.frames_written, limit=1000),
+        )
+        self._runs(claim, record)
+        status.update(state="stopped", eta_s=None)
+        log.info(
+            "job %s stopped after %d frames this run; it resumes from its last snapshot",
+            claim.job_id,
+            len(outcome.frames_written),
+        )
+        heartbeat.release()
+
+    def _finish_done(
+        self,
+        claim: Claim,
+        ticket: Ticket,
+        status: StatusFile,
+        record: dict[str, Any],
+        outcome: Outcome,
+        heartbeat: Heartbeat,
+    ) -> None:
+        remove_temporary_frames(ticket)
+        for folder in self.executor.state_dirs(claim.job_dir):
+            remove_snapshots(folder)
+        record.update(
+            outcome="done",
+            resumed_from=outcome.report.get("resumed_from"),
+            frames_written=format_frames(outcome.frames_written, limit=1000),
+        )
+        runs = self._runs(claim, record)
+        report = self._report(claim, ticket, status, runs, outcome, "done")
+        log.info("job %s done: %d frames in %.1f s", claim.job_id, len(ticket.frames), report["timings"]["total_s"])
+        self._file(claim, status, report, heartbeat, self.layout.done)
+
+    def _finish_failed(
+        self,
+        claim: Claim,
+        ticket: Ticket | None,
+        status: StatusFile,
+        record: dict[str, Any],
+        exc: BaseException,
+        heartbeat: Heartbeat,
+    ) -> None:
+        reason, cause = str(exc), classify(exc)
+        if ticket is not None:
+            remove_temporary_frames(ticket)
+            if cause == "output":
+                found = diagnose_output(Path(ticket.job.output).parent)
+                if found is not None:
+                    cause, detail = found
+                    reason = f"{reason} [{detail}]"
+        record.update(outcome="failed", reason=reason, cause=cause)
+        runs = self._runs(claim, record)
+        report = self._report(claim, ticket, status, runs, None, "failed")
+        report.update(reason=reason, cause=cause, error_type=type(exc).__name__)
+        self._file(claim, status, report, heartbeat, self.layout.failed)
+
+    def _report(
+        self,
+        claim: Claim,
+        ticket: Ticket | None,
+        status: StatusFile,
+        runs: list[dict[str, Any]],
+        outcome: Outcome | None,
+        state: str,
+    ) -> dict[str, Any]:
+        first = min((r.get("started_at", time.time()) for r in runs), default=time.time())
+        now = time.time()
+        render_s = sum(r.get("render_s", 0) or 0 for r in runs)
+        frames_total = len(ticket.frames) if ticket else None
+        report: dict[str, Any] = {
+            "job_id": claim.job_id,
+            "state": state,
+            "worker": self.config.worker_id,
+            "mode": self.executor.mode,
+            "frames_total": frames_total,
+            "timings": {
+                "first_started_at": first,
+                "finished_at": now,
+                "total_s": round(now - first, 3),
+                "render_s": round(render_s, 3),
+                "fps": round(frames_total / render_s, 3) if frames_total and render_s and state == "done" else None,
+            },
+            "warnings": list(status.data.get("warnings", [])),
+            "runs": runs,
+        }
+        if ticket is not None:
+            job = ticket.job
+            report["job"] = job.to_dict()
+            report["outputs"] = {
+                "frames": format_frames(ticket.frames, limit=1000),
+                "count": len(ticket.frames),
+                **{k: getattr(job, k) for k in ("output", "alpha_output", "fg_output") if getattr(job, k)},
+                "first": format_frame(job.output, ticket.frames[0]),
+                "last": format_frame(job.output, ticket.frames[-1]),
+            }
+        if outcome is not None:
+            report["render"] = {k: v for k, v in outcome.report.items() if k != "outputs"}
+            report["warnings"] += [w for w in outcome.report.get("warnings", []) if w not in report["warnings"]]
+            report.update(outcome.extra)
+        return report
+
+    def _file(self, claim: Claim, status: StatusFile, report: dict[str, Any], heartbeat: Heartbeat, area: Path) -> None:
+        """Write the report, then move the whole job folder in one rename (unless we lost it meanwhile)."""
+        heartbeat.stop()
+        if claim.superseded():
+            log.warning("job %s was taken over while finishing; leaving it", claim.job_id)
+            return
+        atomic_write_json(claim.job_dir / REPORT, report)
+        (claim.job_dir / HEARTBEAT).unlink(missing_ok=True)  # a filed job has no owner to watch
+        if report["state"] == "done":
+            status.update(frames_done=report["frames_total"], fps=report["timings"]["fps"], force=False)
+        status.update(state=report["state"], reason=report.get("reason"), eta_s=None)
+        dest = area / claim.job_id
+        if dest.exists():
+            dest = area / f"{claim.job_id}-{int(time.time())}"
+        os.rename(claim.job_dir, dest)
+        log.info("job %s -> %s/", claim.job_id, area.name)
+
+
+def remove_snapshots(state: Path) -> None:
+    """A finished job needs no resume points (they are large at 4K); its logs and markers stay."""
+    for snapshot in state.rglob("snapshot.*.pt"):
+        snapshot.unlink(missing_ok=True)
+    for folder in sorted((p for p in state.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def remove_temporary_frames(ticket: Ticket) -> None:
+    """Remove this job's temporary frame files left by a killed writer: no half frame outlives a job."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for name in ("output", "alpha_output", "fg_output"):
+        pattern = getattr(ticket.job, name)
+        if pattern:
+            for frame in ticket.frames:
+                folder, base = os.path.split(format_frame(pattern, frame))
+                wanted[folder].add(base)
+    for folder, bases in wanted.items():
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(".") and _TEMP_TAIL.search(name) and _TEMP_TAIL.sub("", name[1:]) in bases:
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    log.info("removed leftover temporary frame %s", name)
+                except OSError:
+                    pass
+
+
+def diagnose_output(folder: Path) -> tuple[str, str] | None:
+    """Why an output could not be written, when the message does not say (OpenImageIO drops errno).
+
+    A probe write gets the operating system's own error; a file system with less than two frames'
+    (or 1 MiB) space left counts as full even when the small probe still fits.
+    """
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    where = f"{free // 1024} KiB free of {st.f_blocks * st.f_frsize // 1024} KiB on the file system of {folder}"
+    probe = folder / f".rvm-worker-probe.{os.getpid()}.tmp"
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * _PROBE_BYTES)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "disk full", f"{os.strerror(exc.errno)}: {where}"
+        return "output", f"output folder not writable: {exc.strerror or exc}"
+    finally:
+        probe.unlink(missing_ok=True)
+    frames = [p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix == ".exr"]
+    if free < max(2 * max(frames, default=0), 1 << 20):
+        return "disk full", f"{os.strerror(errno.ENOSPC)}: {where}"
+    return None
+
+
+def _attach_job_log(path: Path, worker_id: str) -> logging.Handler | None:
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {worker_id} %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _detach_job_log(handler: logging.Handler | None) -> None:
+    if handler is not None:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def read_runs(job_dir: Path) -> list[dict[str, Any]]:
+    """The attempts recorded for a job (tests and ``status`` use it)."""
+    path = job_dir / RUNS
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        data = json.loads(line) if line.strip() else None
+        if isinstance(data, dict):
+            out.append(data)
+    return out
