@@ -346,14 +346,18 @@ class ColorPipeline:
         output_space = self.validate_space(output_space, field="output_colorspace")
         work = self.working_space_for(plate_space)
 
-        plate_work = self.convert(plate_rgb_scene, plate_space, work)
-        residual = self.convert(fgr_model, self.model_space, work)
-        residual -= self.convert(src_model, self.model_space, work)
-
-        weight = np.clip((1.0 - alpha) / SOLID_ALPHA_RAMP, 0.0, 1.0)
-        # np.where rather than plate + 0 * residual: solid foreground stays the plate bit for bit,
-        # including signed zeros.
-        fg = np.where(weight > 0.0, plate_work + weight * residual, plate_work)
+        fg = self.convert(plate_rgb_scene, plate_space, work)
+        # The residual matters only at soft edges: solid foreground keeps the plate, and where alpha is 0
+        # premultiplication zeroes whatever is there. Converting just those pixels (a few percent of a
+        # frame) keeps the colour work off the render's critical path.
+        a = alpha[..., 0]
+        edge = (a > 0.0) & (a < 1.0)
+        if edge.any():
+            weight = np.clip((1.0 - a[edge]) / SOLID_ALPHA_RAMP, 0.0, 1.0)[:, None]
+            residual = self.convert(np.asarray(fgr_model)[edge], self.model_space, work)
+            residual -= self.convert(np.asarray(src_model)[edge], self.model_space, work)
+            # Where the ramp weight is 0 the plate stays bit for bit, signed zeros included.
+            fg[edge] = np.where(weight > 0.0, fg[edge] + weight * residual, fg[edge])
         fg = self.convert(fg, work, output_space)
 
         rgba = np.empty(plate_rgb_scene.shape[:-1] + (4,), dtype=np.float32)
