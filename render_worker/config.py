@@ -16,11 +16,6 @@ from typing import Any
 
 from rvm_vfx.errors import InputError
 
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
 CONFIG_ENV = "RVM_WORKER_CONFIG"
 
 
@@ -79,6 +74,11 @@ _FIELD_NAMES = {f.name for f in dataclasses.fields(WorkerConfig)}
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Settings from a TOML file, keys as in WorkerConfig (``output_root``, ``allow_input_roots``...)."""
+    try:  # Python 3.11+
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
     path = Path(path)
     try:
         with open(path, "rb") as handle:

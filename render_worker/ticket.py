@@ -120,7 +120,7 @@ def _place_paths(job: Job, config: WorkerConfig, input_base: Path | None, input_
     changes["input"] = (
         str(real(plate)) if os.path.isdir(plate) else str(real(os.path.dirname(plate)) / Path(plate).name)
     )
-    if job.ocio_config:
+    if job.ocio_config and not job.ocio_config.startswith("ocio://"):  # ocio:// names a built-in config
         config_path = _absolute(job.ocio_config, base, "ocio_config")
         allowed = [*input_roots, *([config.models_dir] if config.models_dir else [])]
         if not inside(config_path, allowed):

@@ -268,6 +268,13 @@ def test_bad_ticket_is_refused_with_its_reason(farm: dict[str, Path], name: str)
         _load(farm, ticket)
 
 
+def test_ocio_config_is_confined_unless_built_in(farm: dict[str, Path]) -> None:
+    builtin = "ocio://cg-config-v2.1.0_aces-v1.3_ocio-v2.3"
+    assert _load(farm, {**GOOD, "ocio_config": builtin}).job.ocio_config == builtin
+    with pytest.raises(InputError, match="'ocio_config': .* outside the allowed roots"):
+        _load(farm, {**GOOD, "ocio_config": "/etc/ocio/config.ocio"})
+
+
 def test_plate_inside_output_root_is_never_overwritten(farm: dict[str, Path]) -> None:
     make_plate(farm["out"] / "plate_here", 2, 48, 32)
     ticket = {
