@@ -10,6 +10,7 @@ malicious file cannot run code, and that refusal is reported, not worked around.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -154,13 +155,106 @@ def _unwrap(obj: object, path: Path) -> StateDict:
     return {re.sub(r"^module\.", "", str(k)): v for k, v in obj.items()}
 
 
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "DoubleStorage": torch.float64,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}
+
+
+class _ScriptObject:
+    """Stands in for a TorchScript class while its pickled attributes are read; it runs nothing."""
+
+    def __init__(self, *args: object) -> None:
+        self.attributes: dict[str, object] = {}
+
+    def __setstate__(self, state: object) -> None:
+        self.attributes = state if isinstance(state, dict) else {}
+
+
+class _StorageType:
+    def __init__(self, name: str) -> None:
+        self.dtype = _STORAGE_DTYPES[name]
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    """Reads the object tree of a TorchScript archive's data.pkl without loading its code.
+
+    ``torch.jit.load`` would compile the archive's TorchScript and run methods such as ``__setstate__``
+    while loading, which is code from the checkpoint. Here every TorchScript class becomes an inert
+    attribute holder and only tensor rebuilding from the archive's own storages is allowed.
+    """
+
+    _ALLOWED = {
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_tensor"),
+        ("torch._utils", "_rebuild_parameter"),
+        ("collections", "OrderedDict"),
+    }
+
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, path: Path) -> None:
+        super().__init__(io.BytesIO(data))
+        self.archive, self.prefix, self.path = archive, prefix, path
+
+    def find_class(self, module: str, name: str) -> object:
+        if module.startswith("__torch__"):
+            return _ScriptObject
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        if (module, name) in self._ALLOWED:
+            import collections
+
+            import torch._utils
+
+            return getattr(collections if module == "collections" else torch._utils, name)
+        raise CheckpointError(f"{self.path}: refused: the TorchScript archive references {module}.{name}")
+
+    def persistent_load(self, pid: object) -> object:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise CheckpointError(f"{self.path}: unexpected persistent reference in TorchScript data")
+        _, storage_type, key, _location, _numel = pid
+        raw = self.archive.read(f"{self.prefix}data/{key}")
+        untyped = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=storage_type.dtype, _internal=True)
+
+
+def _collect_tensors(obj: object, prefix: str, out: StateDict) -> None:
+    if isinstance(obj, torch.Tensor):
+        out[prefix] = obj
+    elif isinstance(obj, _ScriptObject):
+        for name, value in obj.attributes.items():
+            _collect_tensors(value, f"{prefix}.{name}" if prefix else str(name), out)
+
+
 def _read_torchscript(path: Path) -> StateDict:
-    """TorchScript archives hold TorchScript code (never Python); we only take their tensors."""
+    """The tensors of an official TorchScript export, read as data: its code is never loaded or run."""
     try:
-        scripted = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged archive
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+            if not pickles:
+                raise CheckpointError(f"{path}: not a TorchScript archive (no data.pkl)")
+            prefix = pickles[0][: -len("data.pkl")]
+            root = _TorchScriptUnpickler(archive.read(pickles[0]), archive, prefix, path).load()
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways
         raise CheckpointError(f"{path}: not a readable TorchScript file: {_first_line(exc)}") from exc
-    return {k: v.float() if v.is_floating_point() else v for k, v in scripted.state_dict().items()}
+    tensors: StateDict = {}
+    _collect_tensors(root, "", tensors)
+    try:
+        variant, refiner = infer_architecture(tensors)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    # Attributes that are not state (non-persistent buffers such as normalisation constants) are dropped.
+    expected = MattingNetwork(variant, refiner).state_dict()  # type: ignore[arg-type]
+    return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k in expected}
 
 
 def _unpickling_reason(exc: BaseException) -> str:

@@ -453,3 +453,21 @@ def test_sha256_of_tfjs_covers_manifest_and_shard(official_pth: Path) -> None:
     assert digest != hashlib.sha256(manifest_bytes).hexdigest()
     assert sha256_of(TFJS_MODEL) == digest  # stable across calls
     assert sha256_of(official_pth) == hashlib.sha256(official_pth.read_bytes()).hexdigest()
+
+
+def test_torchscript_archive_is_read_as_data_never_run(tmp_path: Path) -> None:
+    """A TorchScript archive whose data.pkl would call os.system is refused, and nothing runs."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.torchscript"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil/code/__torch__/m.py", "def forward(self, x):\n  return x\n")
+        archive.writestr("evil/data.pkl", pickle.dumps(Evil(), protocol=2))
+        archive.writestr("evil/constants.pkl", pickle.dumps((), protocol=2))
+    with pytest.raises(CheckpointError, match=re.escape(f"{path}: refused: the TorchScript archive references")):
+        load_state_dict(path)
+    assert not marker.exists()
