@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import OpenImageIO as oiio
+import torch
 
 from rvm_vfx.errors import ImageReadError, InputError, OutputError
 
@@ -346,7 +347,10 @@ def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
         last = max(selection.color) + 1
         if not inp.seek_subimage(selection.subimage, 0):
             raise _corrupt(path, _oiio_message(inp))
-        data = inp.read_image(selection.subimage, 0, first, last, "float")
+        # Half plates are read as half and widened by torch (vectorised), which is several times faster
+        # than OpenImageIO's or numpy's per-value conversion at 2K and 4K.
+        all_half = all(spec.channelformat(c).basetype == oiio.BASETYPE.HALF for c in range(first, last))
+        data = inp.read_image(selection.subimage, 0, first, last, "half" if all_half else "float")
         if data is None or inp.has_error:
             # OpenImageIO reports a truncated JPEG as a successful read plus an error: grey garbage is
             # still a corrupt frame, so both count.
@@ -355,8 +359,9 @@ def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
     finally:
         inp.close()
 
-    data = np.asarray(data, dtype=np.float32).reshape(spec.height, spec.width, last - first)
-    color = np.ascontiguousarray(data[:, :, [c - first for c in selection.color]], dtype=np.float32)
+    data = np.asarray(data).reshape(spec.height, spec.width, last - first)
+    picked = torch.from_numpy(data)[:, :, [c - first for c in selection.color]]
+    color = picked.to(torch.float32).contiguous().numpy()
 
     warnings: list[str] = []
     if selection.alpha is not None:
@@ -528,9 +533,9 @@ def write_exr(
             f"{path}: pixels are {pixels.shape[1]}×{pixels.shape[0]} but the header's data window is "
             f"{header.width}×{header.height}"
         )
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-    if pixels.size and float(np.nanmax(np.abs(pixels))) > HALF_MAX:
-        pixels = np.clip(pixels, -HALF_MAX, HALF_MAX)
+    # Clamp to the half range (a bright highlight must not become Inf) and convert with torch, whose
+    # vectorised float-to-half is far faster than numpy's; OpenImageIO then writes the halves as they are.
+    pixels = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).clamp(-HALF_MAX, HALF_MAX).half().numpy()
     spec = _build_spec(pixels, header, colorspace, attributes, name)
 
     temporary = _temporary_name(path)
