@@ -25,8 +25,6 @@ from .test_worker_helpers import (
     wait_for_job,
 )
 
-distributed = pytest.importorskip("distributed")
-
 FRAMES, CHUNK, PREROLL = 40, 10, 15
 # Loose absolute bounds on top of the per-plate one (the engine's own pre-roll figure): the render
 # issue measured a mean below 2e-3 at a chunk's first frame with 15 frames of pre-roll; this smaller,
