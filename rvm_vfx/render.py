@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
 READ_AHEAD = 3
 WRITE_BEHIND = 3
+READ_THREADS = 2
+WRITE_THREADS = 2
 _SNAPSHOT_RE = re.compile(r"^snapshot\.(\d+)\.pt$")
 
 
@@ -394,8 +396,8 @@ class _Renderer:
         pending: deque[tuple[int, int, Future[list[str]]]] = deque()
         snapshots: deque[tuple[int, dict[str, Any]]] = deque()
         with (
-            ThreadPoolExecutor(2, thread_name_prefix="rvm-read") as readers,
-            ThreadPoolExecutor(2, thread_name_prefix="rvm-write") as writers,
+            ThreadPoolExecutor(READ_THREADS, thread_name_prefix="rvm-read") as readers,
+            ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="rvm-write") as writers,
         ):
             reads: deque[Future[tuple[Plate, np.ndarray, str]]] = deque()
             next_read = 0
