@@ -13,6 +13,7 @@ EXR that a later ``--resume`` or a compositor would take for a finished one.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -498,6 +499,15 @@ def _write_exr_file(path: str, spec: oiio.ImageSpec, pixels: np.ndarray) -> None
         raise OSError(_oiio_message(out))
 
 
+def _disk_hint(path: str, needed: int) -> str:
+    """OpenImageIO reports a full disk as a bare "write failed"; say so when the free space explains it."""
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return ""
+    return f" (no space left on device: {free // 1024} KiB free)" if free < needed else ""
+
+
 def _temporary_name(path: str) -> str:
     folder, base = os.path.split(path)
     # Hidden and ending in .tmp.exr: watch folders, sequence scans and compositors skip it, and
@@ -547,4 +557,4 @@ def write_exr(
             os.remove(temporary)
         except OSError:
             pass
-        raise OutputError(f"{path}: cannot write EXR: {exc}") from exc
+        raise OutputError(f"{path}: cannot write EXR: {exc}{_disk_hint(path, pixels.nbytes)}") from exc
