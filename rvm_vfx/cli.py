@@ -109,6 +109,7 @@ def _job_from_matte_args(args: argparse.Namespace) -> Any:
         fg_output=args.fg_output,
         preroll=args.preroll,
         overwrite=args.overwrite,
+        snapshot_every=args.snapshot_every if args.state_dir else 0,
     )
 
 
@@ -240,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     matte.add_argument("--alpha-output", help="also write alpha-only EXRs to this pattern")
     matte.add_argument("--fg-output", help="also write the straight (unpremultiplied) foreground to this pattern")
     matte.add_argument("--overwrite", action="store_true", help="replace existing output frames")
-    matte.add_argument("--state-dir", help="folder for resume snapshots (with --snapshot-every)")
+    matte.add_argument("--state-dir", help="folder for resume snapshots: run again with it to resume")
+    matte.add_argument("--snapshot-every", type=int, default=10, help="frames between snapshots (default 10)")
     matte.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto", help=progress_help)
     matte.set_defaults(func=cmd_matte)
 

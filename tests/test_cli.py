@@ -165,3 +165,26 @@ def test_sigterm_stops_after_the_frame_in_flight(tmp_path: Path) -> None:
     assert 1 <= len(written) < 40 and len(written) == rest[-1]["done"]
     for name in written:
         assert oiio.ImageBuf(str(out / name)).get_pixels(oiio.FLOAT).shape == (72, 128, 4)
+
+
+def test_matte_resumes_from_its_state_dir(plate: str, tmp_path: Path, capsys) -> None:
+    args = [
+        "matte",
+        plate,
+        str(tmp_path / "o" / "m.####.exr"),
+        "--checkpoint",
+        CKPT,
+        "--progress",
+        "json",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--snapshot-every",
+        "1",
+    ]
+    assert main(args) == 0
+    assert sorted(os.listdir(tmp_path / "state")) == ["render.json", "snapshot.1.pt", "snapshot.2.pt"]
+    (tmp_path / "o" / "m.1003.exr").unlink()
+    capsys.readouterr()
+    assert main(args) == 0  # no --overwrite needed: the frames are this job's own
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[0]["resumed_from"] == 1002 and events[-1]["frames_written"] == "1003"
