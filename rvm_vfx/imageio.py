@@ -12,6 +12,7 @@ EXR that a later ``--resume`` or a compositor would take for a finished one.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -505,7 +506,7 @@ def _disk_hint(path: str, needed: int) -> str:
         free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     except OSError:
         return ""
-    return f" (no space left on device: {free // 1024} KiB free)" if free < needed else ""
+    return f" ({os.strerror(errno.ENOSPC)}: {free // 1024} KiB free)" if free < needed else ""
 
 
 def _temporary_name(path: str) -> str:
