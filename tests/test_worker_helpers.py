@@ -16,16 +16,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import OpenImageIO as oiio
 
-from .conftest import DATA, ROOT, TFJS_MODEL
+from .conftest import ROOT, TFJS_MODEL
+from .plates import portrait_clip
 
-PORTRAIT = "p_818e689d"
 BACKGROUND = "rw_02.jpg"
 DEADLINE_S = 120.0
 
@@ -33,26 +32,9 @@ DEADLINE_S = 120.0
 # --------------------------------------------------------------------------- plates and models
 
 
-@cache
-def _resized(path: str, width: int, height: int) -> np.ndarray:
-    buf = oiio.ImageBuf(path)
-    out = oiio.ImageBufAlgo.resize(buf, roi=oiio.ROI(0, width, 0, height, 0, 1, 0, buf.nchannels))
-    pixels = out.get_pixels(oiio.FLOAT)
-    pixels.setflags(write=False)
-    return pixels
-
-
 def plate_frames(count: int, width: int = 96, height: int = 64, step: int = 2) -> list[np.ndarray]:
     """A real portrait sliding ``step`` px a frame over a real background (sRGB floats)."""
-    image = _resized(str(DATA / "portraits" / "image" / f"{PORTRAIT}.jpg"), width, height)
-    alpha = _resized(str(DATA / "portraits" / "alpha" / f"{PORTRAIT}.png"), width, height)[..., :1]
-    bg = _resized(str(DATA / "backgrounds" / BACKGROUND), width, height)
-    frames = []
-    for i in range(count):
-        shift = i * step - (count * step) // 2
-        img, a = np.roll(image, shift, axis=1), np.roll(alpha, shift, axis=1)
-        frames.append(np.ascontiguousarray(img * a + bg * (1 - a), dtype=np.float32))
-    return frames
+    return portrait_clip(count, width, height, step, background=BACKGROUND)[0]
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
