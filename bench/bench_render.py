@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 import torch
+from bench_model import machine_info  # the scripts run from bench/, which Python puts on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RVM_VFX_SHARED", ROOT.parent / "shared"))
@@ -62,19 +62,6 @@ def make_plate(folder: Path, frames: int, width: int, height: int) -> str:
     return str(folder / "plate.####.exr")
 
 
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version()}
-
-
 def bench_hd(frames: int, width: int, height: int, ratio: float) -> dict[str, float]:
     from rvm_vfx.color import ColorPipeline
     from rvm_vfx.imageio import read_image
@@ -100,11 +87,16 @@ def bench_hd(frames: int, width: int, height: int, ratio: float) -> dict[str, fl
             session.step(tensor)
         model_fps = frames / (time.perf_counter() - start)
 
-        job = Job(input=pattern, output=str(Path(tmp) / "out" / "m.####.exr"), checkpoint=str(CHECKPOINT),
-                  downsample=ratio)
+        job = Job(
+            input=pattern, output=str(Path(tmp) / "out" / "m.####.exr"), checkpoint=str(CHECKPOINT), downsample=ratio
+        )
         report = render(job, model=model)
-        return {"frames": frames, "model_only_fps": model_fps, "end_to_end_fps": report.fps,
-                "ratio": report.fps / model_fps}
+        return {
+            "frames": frames,
+            "model_only_fps": model_fps,
+            "end_to_end_fps": report.fps,
+            "ratio": report.fps / model_fps,
+        }
 
 
 def uhd_peak_memory(frames: int) -> dict[str, float]:
@@ -112,7 +104,7 @@ def uhd_peak_memory(frames: int) -> dict[str, float]:
     code = f"""
 import resource, sys, tempfile, json
 from pathlib import Path
-sys.path.insert(0, {str(ROOT / 'bench')!r})
+sys.path.insert(0, {str(ROOT / "bench")!r})
 from bench_render import make_plate, CHECKPOINT
 from rvm_vfx.job import Job
 from rvm_vfx.render import render
@@ -137,11 +129,13 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    result: dict[str, object] = {"machine": machine()}
+    result: dict[str, object] = {"machine": machine_info(torch.device("cpu"))}
     hd = bench_hd(args.frames, width, height, args.ratio)
     result["hd"] = hd
-    print(f"{width}×{height} @ {args.ratio}: model only {hd['model_only_fps']:.2f} fps, "
-          f"end to end (EXR→EXR) {hd['end_to_end_fps']:.2f} fps = {hd['ratio']:.0%} of model-only")
+    print(
+        f"{width}×{height} @ {args.ratio}: model only {hd['model_only_fps']:.2f} fps, "
+        f"end to end (EXR→EXR) {hd['end_to_end_fps']:.2f} fps = {hd['ratio']:.0%} of model-only"
+    )
     if args.uhd_memory:
         uhd = uhd_peak_memory(6)
         result["uhd"] = uhd

@@ -27,12 +27,10 @@ under ``bench/results/quality_cache`` so an interrupted run resumes where it sto
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_model import machine_info  # the scripts run from bench/, which Python puts on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RVM_VFX_SHARED", ROOT.parent / "shared"))
@@ -315,22 +314,6 @@ def preroll_table(summary: dict[str, dict[str, float]], chunk_start: int, frames
 # --------------------------------------------------------------------------- machine and output
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
-
-
 def update_doc(doc: Path, body: str) -> None:
     """Replace only what lies between the result markers, so the prose around the tables stays as written."""
     block = f"{MARK_START}\n{body.rstrip()}\n{MARK_END}"
@@ -470,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base_summary = summarise_configs(base, args.frames, args.warm_frames)
     large_summary = summarise_configs(large_results, args.frames, args.warm_frames)
     preroll_summary = summarise_preroll(base)
-    machine = machine_info()
+    machine = machine_info(torch.device("cpu"))
     command = "python bench/evaluate_quality.py" + (" --quick" if args.quick else "")
 
     computed = [r["seconds"] for r in [*base, *large_results] if "seconds" in r]
