@@ -19,6 +19,8 @@ then
     exit 0
 fi
 
-python3 -m venv "$VENV"
+# bpy 5.0.1 is built for CPython 3.11 only.
+PYTHON=${BLENDER_VENV_PYTHON:-$(command -v python3.11 || command -v python3)}
+"$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install --quiet "bpy==$BPY_VERSION" pytest
 echo "setup_blender_env: $VENV ready (bpy $BPY_VERSION)"
