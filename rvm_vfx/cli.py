@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
-from .errors import InputError, RvmError
+from .errors import InputError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -278,14 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_mode = getattr(args, "progress", None) == "json"
     try:
         return args.func(args)
-    except (InputError, RvmError, Exception) as exc:  # noqa: BLE001 - every failure becomes a message
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a message and an exit code
         code = EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_FAILED
         if json_mode:
             JsonProgress()({"event": "error", "error": {"type": type(exc).__name__, "message": str(exc)}})
         else:
             print(f"rvm-vfx: error: {exc}", file=sys.stderr)
-        if args.verbose or not isinstance(exc, RvmError | OSError):
-            logging.getLogger(__name__).debug("traceback", exc_info=True)
+        logging.getLogger(__name__).debug("traceback", exc_info=True)  # shown with --verbose
         return code
 
 

@@ -357,7 +357,8 @@ class ColorPipeline:
             residual = self.convert(np.asarray(fgr_model)[edge], self.model_space, work)
             residual -= self.convert(np.asarray(src_model)[edge], self.model_space, work)
             # Where the ramp weight is 0 the plate stays bit for bit, signed zeros included.
-            fg[edge] = np.where(weight > 0.0, fg[edge] + weight * residual, fg[edge])
+            edge_plate = fg[edge]
+            fg[edge] = np.where(weight > 0.0, edge_plate + weight * residual, edge_plate)
         fg = self.convert(fg, work, output_space)
 
         rgba = np.empty(plate_rgb_scene.shape[:-1] + (4,), dtype=np.float32)

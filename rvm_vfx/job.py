@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .sequence import parse_frames
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -81,8 +82,6 @@ class Job:
             if getattr(self, name) < 0:
                 raise InputError(f"job field '{name}': must be >= 0, got {getattr(self, name)}")
         if self.frames is not None:
-            from .sequence import parse_frames
-
             try:
                 parse_frames(self.frames)
             except InputError as exc:

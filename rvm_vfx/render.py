@@ -34,7 +34,7 @@ from .imageio import Plate, write_exr
 from .job import Job
 from .model import MattingNetwork
 from .sequence import format_frame, format_frames, open_source, parse_frames, resolve_frames
-from .session import MattingSession, load_snapshot, pick_device
+from .session import MattingSession, load_snapshot, pick_device, save_snapshot
 from .weights import default_checkpoint, load_model, sha256_of
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ LARGE_FRAME_PIXELS = 2_500_000
 def windows_for(pixels: int) -> tuple[int, int]:
     """(read-ahead, write-behind) for a plate of ``pixels`` pixels."""
     return (1, 1) if pixels > LARGE_FRAME_PIXELS else (READ_AHEAD, WRITE_BEHIND)
+
+
 READ_THREADS = 2
 WRITE_THREADS = 2
 _SNAPSHOT_RE = re.compile(r"^snapshot\.(\d+)\.pt$")
@@ -338,8 +340,6 @@ class _Renderer:
 
     def _save_snapshot(self, index: int, snap: dict[str, Any]) -> None:
         assert self.state_dir is not None
-        from .session import save_snapshot
-
         save_snapshot(self.state_dir / f"snapshot.{index}.pt", {**snap, "output_index": index})
         # Keep the two newest: the latest, and one before it in case the latest frame is damaged.
         for old in self._snapshots()[:-2]:

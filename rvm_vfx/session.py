@@ -156,12 +156,9 @@ class MattingSession:
         self.frame_size = tuple(snap["frame_size"]) if snap["frame_size"] else None  # type: ignore[assignment]
         self.frames_seen = int(snap["frames_seen"])
 
-    def save_snapshot(self, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
-        """Write the snapshot atomically, so a crash mid-save leaves the previous one intact."""
-        save_snapshot(path, {**self.snapshot(), **(extra or {})})
-
 
 def save_snapshot(path: str | os.PathLike[str], snap: dict[str, Any]) -> None:
+    """Write a snapshot atomically, so a crash mid-save leaves the previous one intact."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(snap, tmp)

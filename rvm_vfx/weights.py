@@ -387,16 +387,16 @@ def _conv_modules(
     return regular, depthwise
 
 
-def _following_batchnorms(model: nn.Module) -> dict[str, str]:
-    """Conv module name -> the BatchNorm right after it in the same Sequential (if any)."""
-    pairs: dict[str, str] = {}
+def _following_batchnorms(model: nn.Module) -> dict[str, tuple[str, float]]:
+    """Conv module name -> (name, eps) of the BatchNorm right after it in the same Sequential (if any)."""
+    pairs: dict[str, tuple[str, float]] = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.Sequential):
             children = list(module.named_children())
             for (a_name, a), (b_name, b) in zip(children, children[1:], strict=False):
                 if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
                     prefix = f"{name}." if name else ""
-                    pairs[prefix + a_name] = prefix + b_name
+                    pairs[prefix + a_name] = (prefix + b_name, b.eps)
     return pairs
 
 
@@ -408,7 +408,7 @@ def _assign_conv(
     conv: nn.Conv2d,
     kernel: torch.Tensor,
     tensors: dict[str, np.ndarray],
-    bn_name: str | None,
+    batchnorm: tuple[str, float] | None,
 ) -> None:
     if tuple(kernel.shape) != tuple(conv.weight.shape):
         raise CheckpointError(
@@ -424,9 +424,9 @@ def _assign_conv(
             raise CheckpointError(f"{manifest_path}: no bias found for {tf_name} ({our_name}.bias)")
         state[f"{our_name}.bias"] = torch.from_numpy(bias.copy())
         return
-    if bn_name is None:
+    if batchnorm is None:
         return
-    eps = _bn_eps(state, bn_name)
+    bn_name, eps = batchnorm
     channels = kernel.shape[0]
     if folded_offset is not None:
         scale = torch.ones(channels)
@@ -443,10 +443,6 @@ def _assign_conv(
     state[f"{bn_name}.bias"] = offset
     state[f"{bn_name}.running_mean"] = torch.zeros(channels)
     state[f"{bn_name}.running_var"] = torch.full((channels,), 1.0 - eps)
-
-
-def _bn_eps(state: StateDict, bn_name: str) -> float:
-    return 1e-3 if bn_name.startswith("backbone.features") else 1e-5
 
 
 # --------------------------------------------------------------------------- building the model
