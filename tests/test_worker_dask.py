@@ -16,6 +16,7 @@ from render_worker.chunks import plan_chunks
 from .test_worker_helpers import (
     WorkerProcess,
     drop_ticket,
+    farm_args,
     jobs_in,
     make_models_dir,
     make_plate,
@@ -75,23 +76,9 @@ def test_chunks_on_a_local_cluster_with_a_killed_worker(tmp_path: Path, cluster:
     plates, out, root = tmp_path / "plates", tmp_path / "out", tmp_path / "root"
     pattern = make_plate(plates / "shot", FRAMES)
     models = make_models_dir(tmp_path / "models")
-    watcher = WorkerProcess(
-        root,
-        "w-dask",
-        "--output-root",
-        str(out),
-        "--allow-input-root",
-        str(plates),
-        "--models-dir",
-        str(models),
-        "--dask-scheduler",
-        cluster,
-        "--chunk-size",
-        str(CHUNK),
-        "--preroll",
-        str(PREROLL),
-        settings={"--snapshot-every": 2},
-    )
+    args = farm_args(out, plates, models, "--dask-scheduler", cluster, "--chunk-size", str(CHUNK),
+                     "--preroll", str(PREROLL))  # fmt: skip
+    watcher = WorkerProcess(root, "w-dask", *args, settings={"--snapshot-every": 2})
     try:
         watcher.wait_ready()
         drop_ticket(
@@ -154,8 +141,8 @@ def test_sigterm_stops_the_chunks_and_a_restart_finishes(tmp_path: Path, cluster
     plates, out, root = tmp_path / "plates", tmp_path / "out", tmp_path / "root"
     make_plate(plates / "shot", 30, 128, 96)  # slower frames: SIGTERM must land while a chunk is mid-way
     models = make_models_dir(tmp_path / "models")
-    args = ("--output-root", str(out), "--allow-input-root", str(plates), "--models-dir", str(models),
-            "--dask-scheduler", cluster, "--chunk-size", str(CHUNK), "--preroll", str(PREROLL))  # fmt: skip
+    args = farm_args(out, plates, models, "--dask-scheduler", cluster, "--chunk-size", str(CHUNK),
+                     "--preroll", str(PREROLL))  # fmt: skip
     first = WorkerProcess(root, "w-dask-a", *args, settings={"--snapshot-every": 2})
     try:
         first.wait_ready()

@@ -170,6 +170,11 @@ def status_of(job_dir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- worker processes
 
 
+def farm_args(out: Path, plates: Path, models: Path, *extra: str) -> tuple[str, ...]:
+    """The flags every test worker gets: where frames go, where plates may come from, the models dir."""
+    return ("--output-root", str(out), "--allow-input-root", str(plates), "--models-dir", str(models), *extra)
+
+
 class WorkerProcess:
     """``python -m render_worker watch ...`` as a real child process with its own log file."""
 

@@ -19,6 +19,7 @@ from rvm_vfx.render import frame_is_whole
 from .test_worker_helpers import (
     WorkerProcess,
     drop_ticket,
+    farm_args,
     jobs_in,
     make_models_dir,
     make_plate,
@@ -124,16 +125,7 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
 def test_real_full_file_system(farm: dict[str, Path], tiny_fs: Path) -> None:
     make_plate(farm["plates"] / "big", 8, 128, 96)  # ~100 KB a frame, uncompressed
     worker = WorkerProcess(
-        farm["root"],
-        "w-tiny",
-        "--output-root",
-        str(tiny_fs),
-        "--allow-input-root",
-        str(farm["plates"]),
-        "--models-dir",
-        str(farm["models"]),
-        "--default-checkpoint",
-        "rvm",
+        farm["root"], "w-tiny", *farm_args(tiny_fs, farm["plates"], farm["models"], "--default-checkpoint", "rvm")
     )
     try:
         worker.wait_ready()

@@ -13,6 +13,7 @@ from render_worker.runner import read_runs
 from .test_worker_helpers import (
     WorkerProcess,
     drop_ticket,
+    farm_args,
     jobs_in,
     make_models_dir,
     make_plate,
@@ -53,7 +54,7 @@ def test_kill9_then_sigterm_then_restart_gives_the_uninterrupted_render(tmp_path
     plates, out, root = tmp_path / "plates", tmp_path / "out", tmp_path / "root"
     pattern = make_plate(plates / "shot", FRAMES, 160, 112)  # big enough that SIGTERM lands mid-render
     models = make_models_dir(tmp_path / "models")
-    args = ("--output-root", str(out), "--allow-input-root", str(plates), "--models-dir", str(models))
+    args = farm_args(out, plates, models)
     settings = {"--snapshot-every": SNAPSHOT_EVERY}
     figures: dict[str, object] = {}
 

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from .test_worker_helpers import WorkerProcess, drop_ticket, jobs_in, make_models_dir, make_plate, wait_for
+from .test_worker_helpers import WorkerProcess, drop_ticket, farm_args, jobs_in, make_models_dir, make_plate, wait_for
 
 JOBS = 6
 
@@ -15,7 +15,7 @@ def test_two_workers_six_jobs_each_rendered_once(tmp_path: Path) -> None:
     plates, out, root = tmp_path / "plates", tmp_path / "out", tmp_path / "root"
     make_plate(plates / "shot", 4, 64, 48)
     models = make_models_dir(tmp_path / "models")
-    args = ("--output-root", str(out), "--allow-input-root", str(plates), "--models-dir", str(models))
+    args = farm_args(out, plates, models)
     workers = [WorkerProcess(root, name, *args) for name in ("w-left", "w-right")]
     try:
         for worker in workers:

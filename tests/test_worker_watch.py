@@ -16,6 +16,7 @@ from .conftest import ROOT
 from .test_worker_helpers import (
     WorkerProcess,
     drop_ticket,
+    farm_args,
     files_digest,
     jobs_in,
     make_models_dir,
@@ -38,14 +39,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     worker = WorkerProcess(
         root,
         "w-watch",
-        "--output-root",
-        str(out),
-        "--allow-input-root",
-        str(plates),
-        "--models-dir",
-        str(models),
-        "--default-checkpoint",
-        "rvm",
+        *farm_args(out, plates, models, "--default-checkpoint", "rvm"),
         settings={"--max-frames": 5000, "--settle": 1.5},
     )
     try:
