@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 import PyOpenColorIO as ocio
+import torch
 
 from rvm_vfx.errors import ColorSpaceError, InputError
 
@@ -250,11 +251,15 @@ class ColorPipeline:
         if rgb.shape[-1:] != (3,):
             raise ValueError(f"expected an RGB array of shape (..., 3), got {rgb.shape}")
         out = np.array(rgb, dtype=np.float32, order="C", copy=True)
+        self._apply(out, src, dst)
+        return out
+
+    def _apply(self, rgb: np.ndarray, src: str, dst: str) -> None:
+        """Convert a C-contiguous float32 …×3 array in place (nothing to do between equal spaces)."""
         src = self.validate_space(src, field="source colour space")
         dst = self.validate_space(dst, field="destination colour space")
-        if src != dst and out.size:
-            self._processor(src, dst).applyRGB(out)
-        return out
+        if src != dst and rgb.size:
+            self._processor(src, dst).applyRGB(rgb)
 
     def to_model(self, rgb: np.ndarray, space: str) -> tuple[np.ndarray, float]:
         """Convert plate RGB to the network's sRGB [0, 1] space; return it and the fraction clipped.
@@ -346,22 +351,35 @@ class ColorPipeline:
         output_space = self.validate_space(output_space, field="output_colorspace")
         work = self.working_space_for(plate_space)
 
-        fg = self.convert(plate_rgb_scene, plate_space, work)
+        # ``base`` is the plate in the working space. In the usual case (a scene-linear plate written to its
+        # own space) it is the plate itself, never copied: it is only read, and premultiplication writes
+        # straight into the output, so a 1080p frame costs one pass instead of four.
+        base = plate_rgb_scene if plate_space == work else self.convert(plate_rgb_scene, plate_space, work)
         # The residual matters only at soft edges: solid foreground keeps the plate, and where alpha is 0
         # premultiplication zeroes whatever is there. Converting just those pixels (a few percent of a
         # frame) keeps the colour work off the render's critical path.
         a = alpha[..., 0]
         edge = (a > 0.0) & (a < 1.0)
+        edge_fg: np.ndarray | None = None
         if edge.any():
             weight = np.clip((1.0 - a[edge]) / SOLID_ALPHA_RAMP, 0.0, 1.0)[:, None]
             residual = self.convert(np.asarray(fgr_model)[edge], self.model_space, work)
             residual -= self.convert(np.asarray(src_model)[edge], self.model_space, work)
             # Where the ramp weight is 0 the plate stays bit for bit, signed zeros included.
-            edge_plate = fg[edge]
-            fg[edge] = np.where(weight > 0.0, edge_plate + weight * residual, edge_plate)
-        fg = self.convert(fg, work, output_space)
+            edge_plate = base[edge]
+            edge_fg = np.where(weight > 0.0, edge_plate + weight * residual, edge_plate)
+        if work != output_space:
+            if base is plate_rgb_scene:
+                base = np.array(base, order="C", copy=True)
+            if edge_fg is not None:
+                base[edge] = edge_fg
+                edge_fg = None
+            self._apply(base, work, output_space)
 
         rgba = np.empty(plate_rgb_scene.shape[:-1] + (4,), dtype=np.float32)
-        np.multiply(fg, alpha, out=rgba[..., :3])
-        rgba[..., 3:] = alpha
+        rgba_t = torch.from_numpy(rgba)
+        torch.mul(torch.from_numpy(np.ascontiguousarray(base)), torch.from_numpy(alpha), out=rgba_t[..., :3])
+        if edge_fg is not None:
+            rgba[edge, :3] = edge_fg * alpha[edge]
+        rgba_t[..., 3:] = torch.from_numpy(alpha)
         return rgba

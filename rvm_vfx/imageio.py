@@ -361,8 +361,14 @@ def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
     finally:
         inp.close()
 
-    data = np.asarray(data).reshape(spec.height, spec.width, last - first)
-    picked = torch.from_numpy(data)[:, :, [c - first for c in selection.color]]
+    data = torch.from_numpy(np.asarray(data).reshape(spec.height, spec.width, last - first))
+    offsets = [c - first for c in selection.color]
+    # Channels stored in R, G, B order (nearly every plate) are a plain slice; gathering by an index
+    # list would cost an extra full-frame copy.
+    if offsets == list(range(offsets[0], offsets[0] + len(offsets))):
+        picked = data[:, :, offsets[0] : offsets[0] + len(offsets)]
+    else:
+        picked = data[:, :, offsets]
     color = picked.to(torch.float32).contiguous().numpy()
 
     warnings: list[str] = []
@@ -544,9 +550,12 @@ def write_exr(
             f"{path}: pixels are {pixels.shape[1]}×{pixels.shape[0]} but the header's data window is "
             f"{header.width}×{header.height}"
         )
-    # Clamp to the half range (a bright highlight must not become Inf) and convert with torch, whose
-    # vectorised float-to-half is far faster than numpy's; OpenImageIO then writes the halves as they are.
-    pixels = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).clamp(-HALF_MAX, HALF_MAX).half().numpy()
+    # Convert with torch, whose vectorised float-to-half is far faster than numpy's, then clamp to the half
+    # range so that a bright highlight is the largest half rather than Inf. Clamping after the narrowing
+    # gives the same values (everything that rounds past HALF_MAX is clamped back to it) at half the
+    # memory traffic. OpenImageIO then writes the halves as they are.
+    source = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+    pixels = source.half().clamp_(-HALF_MAX, HALF_MAX).numpy()
     spec = _build_spec(pixels, header, colorspace, attributes, name)
 
     temporary = _temporary_name(path)

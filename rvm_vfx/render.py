@@ -28,6 +28,7 @@ import OpenImageIO as oiio
 import torch
 
 from . import __version__
+from .allocator import retain_freed_memory
 from .color import ColorPipeline, load_config
 from .errors import ImageReadError, InputError, OutputError
 from .imageio import Plate, write_exr
@@ -495,5 +496,8 @@ def render(
 ) -> RenderReport:
     """Render ``job``. With ``state_dir`` the render snapshots its state every ``job.snapshot_every``
     written frames and, called again with the same folder, resumes from the newest snapshot whose
-    frames read back whole, producing the same frames as an uninterrupted render."""
+    frames read back whole, producing the same frames as an uninterrupted render.
+
+    Tunes the process's allocator for frame-sized buffers on first use (see ``rvm_vfx.allocator``)."""
+    retain_freed_memory()
     return _Renderer(job, model, progress, stop, state_dir, checkpoint_sha256).run()

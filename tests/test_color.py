@@ -340,6 +340,20 @@ def test_encoded_plate_gets_residual_in_scene_linear(pipeline: ColorPipeline) ->
     np.testing.assert_allclose(rgba[0, 1, :3], (plate_lin[0, 1] + residual[0, 1]) * 0.5, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("plate_space", "output_space"), [("ACEScg", "ACEScg"), ("ACEScg", "lin_rec709"), (SRGB_TX, "ACEScg")]
+)
+def test_compose_never_modifies_its_inputs(pipeline: ColorPipeline, plate_space: str, output_space: str) -> None:
+    # The plate is shared with the reader's frame and with the --fg-output pass; compose works from it
+    # without copying in the common case, so it must never write into it.
+    plate, src, fgr, alpha = _edge_case(pipeline)
+    before = [a.copy() for a in (plate, src, fgr, alpha)]
+    rgba = pipeline.compose_foreground(plate, src, fgr, alpha, plate_space, output_space)
+    for original, now in zip(before, (plate, src, fgr, alpha), strict=True):
+        assert np.array_equal(original, now)
+    assert not np.shares_memory(rgba, plate)
+
+
 def test_compose_rejects_mismatched_shapes(pipeline: ColorPipeline) -> None:
     plate = np.zeros((2, 3, 3), np.float32)
     with pytest.raises(ValueError, match="alpha"):
