@@ -41,21 +41,47 @@ from .weights import default_checkpoint, load_model, sha256_of
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[dict[str, Any]], None]
-# Frames decoded ahead of the network and frames being encoded behind it. A frame in flight holds a few
-# full-size float copies (plate, model-space plate, foreground, RGBA), so the windows shrink for big
-# plates: at 3840×2160 one frame each way cut peak memory from 3.0 to 1.9 GB at the same fps here.
-READ_AHEAD = 3
-WRITE_BEHIND = 3
 LARGE_FRAME_PIXELS = 2_500_000
 
 
-def windows_for(pixels: int) -> tuple[int, int]:
-    """(read-ahead, write-behind) for a plate of ``pixels`` pixels."""
-    return (1, 1) if pixels > LARGE_FRAME_PIXELS else (READ_AHEAD, WRITE_BEHIND)
+@dataclass(frozen=True)
+class IOPlan:
+    """How many frames are decoded ahead of the network and encoded behind it, and by how many threads."""
+
+    read_threads: int
+    write_threads: int
+    read_ahead: int
+    write_behind: int
 
 
-READ_THREADS = 2
-WRITE_THREADS = 2
+def usable_cores() -> int:
+    """Cores this process may run on (a farm slot's affinity mask, not the machine's core count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def io_plan(device_type: str, pixels: int, cores: int | None = None) -> IOPlan:
+    """The I/O concurrency of a render on ``device_type`` ("cpu", "cuda", "mps") for plates of ``pixels``.
+
+    On the CPU the network already fills every core, so two threads each way are enough to overlap
+    reading and writing with it; more would only take turns on the same cores. On an accelerator the
+    CPU side is the whole pipeline: by the per-frame costs in ``bench/`` (1080p: about 100 CPU-ms to
+    decode and convert, 150 to compose and encode), two writer threads would cap a GPU render near
+    13 fps, so reading and writing get up to half the cores each. A frame in flight holds a few full-size
+    float copies, so plates over ``LARGE_FRAME_PIXELS`` keep fewer of them: at 3840×2160 on the CPU, one
+    frame each way cut peak memory from 3.0 to 1.9 GB at the same fps.
+    """
+    large = pixels > LARGE_FRAME_PIXELS
+    if device_type == "cpu":
+        window = 1 if large else 3
+        return IOPlan(read_threads=2, write_threads=2, read_ahead=window, write_behind=window)
+    threads = min(8, max(2, (cores if cores is not None else usable_cores()) // 2))
+    window = max(1, threads // 2) if large else threads + 1
+    return IOPlan(read_threads=threads, write_threads=threads, read_ahead=window, write_behind=window)
+
+
 _SNAPSHOT_RE = re.compile(r"^snapshot\.(\d+)\.pt$")
 
 
@@ -403,11 +429,13 @@ class _Renderer:
         done_before = start_index
         write_index = start_index
         t0 = time.perf_counter()
+        device_type = self.session.device.type
+        plan = io_plan(device_type, 0)  # thread counts do not depend on the frame size; windows do
         pending: deque[tuple[int, int, Future[list[str]]]] = deque()
         snapshots: deque[tuple[int, dict[str, Any]]] = deque()
         with (
-            ThreadPoolExecutor(READ_THREADS, thread_name_prefix="rvm-read") as readers,
-            ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="rvm-write") as writers,
+            ThreadPoolExecutor(plan.read_threads, thread_name_prefix="rvm-read") as readers,
+            ThreadPoolExecutor(plan.write_threads, thread_name_prefix="rvm-write") as writers,
         ):
             reads: deque[Future[tuple[Plate, np.ndarray, str]]] = deque()
             next_read = 0
@@ -450,7 +478,8 @@ class _Renderer:
                         self.report.stopped = True
                         break
                     plate, model_rgb, space = reads.popleft().result()
-                    read_ahead, write_behind = windows_for(plate.header.width * plate.header.height)
+                    sized = io_plan(device_type, plate.header.width * plate.header.height)
+                    read_ahead, write_behind = sized.read_ahead, sized.write_behind
                     top_up()
                     tensor = torch.from_numpy(model_rgb).permute(2, 0, 1)[None]
                     self._frame = frame
