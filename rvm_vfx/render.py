@@ -9,6 +9,7 @@ order and each is computed exactly as a plain loop would, so threading never cha
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -176,16 +177,25 @@ def _output_paths(job: Job, frame: int) -> dict[str, str]:
 
 
 def _check_outputs(job: Job, frames: list[int], ours: bool) -> None:
-    """Refuse to overwrite unless asked (or the files are this job's own, being resumed)."""
+    """Refuse to overwrite unless asked (or the files are this job's own, being resumed).
+
+    An output folder that could not be made or written fails here, before any frame is read, but
+    nothing is created yet: folders are made when their first frame is written, so a render that
+    fails on its first frame leaves no empty folder behind, and chunks of one job rendering into the
+    same folder never see it taken away under them.
+    """
     patterns = [p for p in (job.output, job.alpha_output, job.fg_output) if p]
     for pattern in patterns:
         folder = Path(format_frame(pattern, frames[0])).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
-        if not os.access(folder, os.W_OK):
-            raise OutputError(f"output folder {folder} is not writable")
+        nearest = next((f for f in (folder, *folder.parents) if f.exists()), None)
+        if nearest is None:
+            continue
+        if not nearest.is_dir():
+            raise OutputError(f"cannot create output folder {folder}: {os.strerror(errno.ENOTDIR)}")
+        if not os.access(nearest, os.W_OK | os.X_OK):
+            if nearest == folder:
+                raise OutputError(f"output folder {folder} is not writable")
+            raise OutputError(f"cannot create output folder {folder}: {nearest} is not writable")
     if job.overwrite or ours:
         return
     existing = [f for f in frames if any(os.path.exists(p) for p in _output_paths(job, f).values())]
@@ -259,6 +269,7 @@ class _Renderer:
         if job.input_colorspace:
             self.color.validate_space(job.input_colorspace, field="input_colorspace")
         self._warned: set[str] = set()
+        self._folders_made: set[Path] = set()
         self._lock = threading.Lock()
         self.report = RenderReport(total=0)
 
@@ -295,6 +306,8 @@ class _Renderer:
     ) -> list[str]:
         job = self.job
         paths = _output_paths(job, frame)
+        for path in paths.values():
+            self._make_folder(Path(path).parent)
         rgba = self.color.compose_foreground(plate.rgb, model_rgb, fgr, pha, space, self.output_space)
         attributes = {
             "rvm:model": f"{self.model.variant}/{self.model.refiner_name}",
@@ -317,6 +330,15 @@ class _Renderer:
             fg_attrs = {**attributes, "rvm:alpha": "straight"}
             write_exr(paths["fg"], straight, plate.header, self.output_space, fg_attrs, job.compression)
         return list(paths.values())
+
+    def _make_folder(self, folder: Path) -> None:
+        if folder in self._folders_made:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
+        self._folders_made.add(folder)
 
     def _ratio(self, plate: Plate) -> float:
         return self.session.ratio_for(plate.header.height, plate.header.width)

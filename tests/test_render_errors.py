@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import numpy as np
 import OpenImageIO as oiio
 import pytest
 
+from rvm_vfx.color import ColorPipeline
 from rvm_vfx.errors import CheckpointError, ColorSpaceError, ImageReadError, InputError, MissingFramesError, OutputError
 from rvm_vfx.job import Job
 from rvm_vfx.render import render
@@ -75,8 +78,10 @@ def test_nan_and_inf_pixels_are_replaced_counted_and_reported(tmp_path: Path) ->
         progress=lambda e: warnings.append(e["message"]) if e["event"] == "warning" else None,
     )
     assert report.nonfinite_values == 5 * 3 + 3 + 1
-    assert "19 NaN/Inf plate values were replaced with 0 before matting" in warnings
-    assert any("plate.1002.exr" in w and "19" in w for w in warnings)
+    assert warnings[:2] == [  # (then the clipping note: these sRGB values read as ACEScg leave Rec.709)
+        f"{tmp_path / 'plate' / 'plate.1002.exr'}: 19 NaN/Inf values replaced with 0",
+        "19 NaN/Inf plate values were replaced with 0 before matting",
+    ]
     out = oiio.ImageBuf(str(tmp_path / "o" / "m.1002.exr")).get_pixels(oiio.FLOAT)
     assert np.isfinite(out).all()
 
@@ -96,8 +101,18 @@ def test_one_and_two_channel_plates_become_rgb(tmp_path: Path, channels: int) ->
     rgba = oiio.ImageBuf(str(tmp_path / "o.0001.exr")).get_pixels(oiio.FLOAT)
     solid = rgba[..., 3] == 1.0
     assert solid.any()
-    np.testing.assert_array_equal(rgba[solid, 0], rgba[solid, 1])  # grey in, grey out
-    assert any("alpha" in w and "ignored" in w for w in warnings) == (channels == 2)
+    # Solid foreground is the grey plate itself, repeated into R, G and B and taken to scene-linear.
+    stored = oiio.ImageBuf(str(tmp_path / "plate.0001.png")).get_pixels(oiio.FLOAT)[..., :1]
+    color = ColorPipeline()
+    expected = color.plate_to_output(np.repeat(stored, 3, axis=2), color.model_space, color.scene_linear)
+    np.testing.assert_array_equal(rgba[solid, :3], expected[solid].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(rgba[solid, 0], rgba[solid, 2])
+    if channels == 2:
+        assert warnings == [
+            "2-channel image (Y, A): RGB made from Y; alpha channel ignored, the matte is computed from the picture"
+        ]
+    else:
+        assert warnings == []
 
 
 def test_size_change_mid_sequence_resets_the_state_with_a_warning(tmp_path: Path) -> None:
@@ -152,8 +167,40 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
     pattern = _plate(tmp_path, 1)
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the output folder should be")
-    with pytest.raises(OutputError, match=re.escape(f"cannot create output folder {blocker / 'sub'}:")):
+    message = f"cannot create output folder {blocker / 'sub'}: {os.strerror(errno.ENOTDIR)}"
+    with pytest.raises(OutputError, match=re.escape(message) + "$"):
         render(Job(input=pattern, output=str(blocker / "sub" / "m.####.exr"), checkpoint=CKPT))
+    assert blocker.read_text() == "a file where the output folder should be"
+    assert _files(tmp_path) == ["not_a_folder", "plate"]
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["folder", "parent"])
+def test_read_only_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool) -> None:
+    pattern = _plate(tmp_path, 1)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    folder = locked if existing else locked / "shot" / "v001"
+    real_access = os.access
+    # The tests run as root, for whom every folder is writable: deny write access the way a mount would.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    expected = (
+        f"output folder {locked} is not writable"
+        if existing
+        else f"cannot create output folder {folder}: {locked} is not writable"
+    )
+    with pytest.raises(OutputError, match=re.escape(expected) + "$"):
+        render(Job(input=pattern, output=str(folder / "m.####.exr"), checkpoint=CKPT))
+    assert _files(locked) == []
+
+
+def test_first_frame_failing_leaves_no_output_folder(tmp_path: Path) -> None:
+    pattern = _plate(tmp_path, 2)
+    bad = tmp_path / "plate" / "plate.1001.exr"
+    bad.write_bytes(bad.read_bytes()[:100])
+    out = tmp_path / "renders" / "sh010" / "v001"
+    with pytest.raises(ImageReadError, match=re.escape(f"frame 1001: {bad}: cannot read image")):
+        render(Job(input=pattern, output=str(out / "m.####.exr"), checkpoint=CKPT))
+    assert not (tmp_path / "renders").exists()
 
 
 def test_disk_full_fails_with_the_cause_and_leaves_no_partial_frame(tmp_path: Path, monkeypatch) -> None:
