@@ -90,6 +90,46 @@ def test_exr_values_come_back_unchanged(tmp_path: Path, fmt: str, compression: s
     assert plate.warnings == [] and plate.nonfinite == 0
 
 
+def _detailed_hdr(height: int = 24, width: int = 32) -> np.ndarray:
+    """Half-exact RGB: smooth ramps, one-pixel lines (fine detail) and a block of highlights up to ~7.4."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.stack([xx / (width - 1), yy / (height - 1), (xx + yy) / (width + height - 2)], -1) * 0.8 + 0.05
+    pixels[::4, :, :] += 0.1  # a bright line every fourth row
+    pixels[:, 3::5, 1] += 0.05  # and a faint green one every fifth column
+    pixels[8:16, 16:24] *= 10.0  # a hot highlight far above 1.0
+    return pixels.astype(np.float16).astype(np.float32)
+
+
+# Lossy codecs' worst relative error per value on ``_detailed_hdr`` (measured with OpenEXR 3.x: DWA about
+# 4.8 %, B44 about 2.5 %), with headroom; the mean error must stay far below that.
+_LOSSY_RTOL = {"dwaa": 0.08, "dwab": 0.08, "b44": 0.04, "b44a": 0.04}
+# PXR24 rounds 32-bit float to 24 bits but stores half exactly.
+_LOSSLESS_ON_HALF = {"none", "rle", "zips", "zip", "piz", "pxr24"}
+
+
+def test_every_compression_is_classed_lossy_or_lossless() -> None:
+    assert sorted(EXR_COMPRESSIONS) == sorted(_LOSSLESS_ON_HALF | set(_LOSSY_RTOL))
+
+
+@pytest.mark.parametrize("compression", EXR_COMPRESSIONS)
+def test_half_exr_is_read_in_any_compression(tmp_path: Path, compression: str) -> None:
+    pixels = _detailed_hdr()
+    path = _write(tmp_path / "plate.exr", pixels, "half", attributes={"compression": compression})
+    # The file really uses the codec (else a silent fallback to an uncompressed file would pass).
+    enum_name = "NO_COMPRESSION" if compression == "none" else f"{compression.upper()}_COMPRESSION"
+    assert OpenEXR.File(str(path)).header()["compression"] == getattr(OpenEXR, enum_name)
+    plate = read_image(path)
+    assert plate.rgb.dtype == np.float32 and plate.rgb.shape == pixels.shape
+    assert plate.header.bits == 16 and plate.warnings == [] and plate.nonfinite == 0
+    if compression in _LOSSY_RTOL:
+        np.testing.assert_allclose(plate.rgb, pixels, rtol=_LOSSY_RTOL[compression], atol=0)
+        assert np.mean(np.abs(plate.rgb - pixels) / pixels) < 0.01
+        assert plate.rgb.max() == pytest.approx(pixels.max(), rel=_LOSSY_RTOL[compression])
+    else:
+        assert compression in _LOSSLESS_ON_HALF
+        np.testing.assert_array_equal(plate.rgb, pixels)
+
+
 def test_integer_formats_are_normalised(tmp_path: Path) -> None:
     codes8 = np.array([0, 51, 128, 255], np.uint8)
     codes16 = np.array([0, 13107, 32768, 65535], np.uint16)
@@ -322,7 +362,10 @@ def test_plate_metadata_is_kept_but_structure_is_not(tmp_path: Path) -> None:
     assert header.attributes["exif:FNumber"] == pytest.approx(2.8)
     assert "compression" not in header.attributes
     assert not any(name.startswith(("oiio:", "openexr:")) for name in header.attributes)
-    assert header.colorspace is not None  # what the file claims, reported separately
+    # What the file claims, reported separately: OIIO stores "ACEScg" as the standard colorInteropID
+    # "lin_ap1_scene", and that is what the file carries and what reading reports.
+    assert OpenEXR.File(str(path)).header()["colorInteropID"] == "lin_ap1_scene"
+    assert header.colorspace == "lin_ap1_scene"
 
 
 # ------------------------------------------------------------------------------------------- writing

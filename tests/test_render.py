@@ -10,9 +10,11 @@ import OpenEXR
 import OpenImageIO as oiio
 import pytest
 
+from rvm_vfx import __version__
 from rvm_vfx.color import ColorPipeline
 from rvm_vfx.job import Job
 from rvm_vfx.render import render
+from rvm_vfx.weights import sha256_of
 
 from .conftest import DATA, TFJS_MODEL
 from .plates import portrait_clip, write_image, write_sequence
@@ -78,6 +80,22 @@ def test_acescg_exr_plate_renders_premultiplied_and_keeps_the_plate(tmp_path: Pa
     assert report.frames_written == [1001, 1002, 1003, 1004]
     assert report.input_colorspace == "ACEScg" and report.output_colorspace == "ACEScg"
     assert sorted(p.name for p in out.parent.iterdir()) == [f"matte.{f}.exr" for f in range(1001, 1005)]
+    checkpoint_sha256 = sha256_of(CKPT)
+
+    # The 6× rim light is far outside [0, 1] in the network's sRGB view: the share of values clipped for
+    # the network, worst frame, is reported and warned about. Counted here from the plates as written.
+    color = ColorPipeline()
+    fractions = []
+    for plate in plates:
+        model = color.convert(plate, "ACEScg", color.model_space)
+        fractions.append(np.count_nonzero((model < 0) | (model > 1)) / model.size)
+    assert max(fractions) > 0.02  # the highlights alone are a few percent of the frame
+    assert report.clipped_fraction_max == pytest.approx(max(fractions), abs=2 / plates[0].size)
+    assert (
+        f"up to {report.clipped_fraction_max:.2%} of plate values per frame lay outside [0, 1] in the "
+        "network's sRGB space and were clipped for the network; the output keeps the plate's values"
+    ) in report.warnings
+    assert f"up to {max(fractions):.2%} of plate values" in "\n".join(report.warnings)
     for i, frame in enumerate(range(1001, 1005)):
         header, ch = _exr_channels(out.parent / f"matte.{frame}.exr")
         assert sorted(ch) == ["A", "B", "G", "R"]
@@ -87,7 +105,9 @@ def test_acescg_exr_plate_renders_premultiplied_and_keeps_the_plate(tmp_path: Pa
         assert header["owner"] == "plate-dept" and header["shot:name"] == "sh010"
         assert header["rvm:model"] == "mobilenetv3/fast_guided_filter"
         assert header["rvm:colorspace"] == "ACEScg"
-        assert len(header["rvm:checkpoint_sha256"]) == 64
+        assert header["rvm:checkpoint_sha256"] == checkpoint_sha256
+        assert header["rvm:version"] == __version__
+        assert header["compression"] == OpenEXR.ZIP_COMPRESSION  # the job's default
         assert header["rvm:downsample_ratio"] == 1.0 and header["rvm:preroll"] == 0
         rgb = np.stack([ch["R"], ch["G"], ch["B"]], -1).astype(np.float32)
         alpha = ch["A"].astype(np.float32)
@@ -112,6 +132,71 @@ def test_acescg_exr_plate_renders_premultiplied_and_keeps_the_plate(tmp_path: Pa
         soft = (alpha > 0.05) & (alpha < 0.95)
         assert soft.sum() > 50
         np.testing.assert_allclose(rgb[soft], straight[soft] * alpha[soft, None], rtol=5e-3, atol=2e-3)
+
+
+def _write_exr_frames(folder: Path, frames: list[dict[str, np.ndarray]], **attributes: object) -> str:
+    """Half EXRs ``plate.1001.exr, ...``, each a dict of channel name -> H×W pixels; returns the pattern."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, channels in enumerate(frames):
+        names = tuple(channels)
+        pixels = np.ascontiguousarray(np.stack([channels[n] for n in names], -1), dtype=np.float32)
+        spec = oiio.ImageSpec(pixels.shape[1], pixels.shape[0], len(names), "half")
+        spec.channelnames = names
+        for key, value in attributes.items():
+            spec.attribute(key, value)
+        path = folder / f"plate.{1001 + i:04d}.exr"
+        out = oiio.ImageOutput.create(str(path))
+        assert out.open(str(path), spec), out.geterror()
+        assert out.write_image(pixels), out.geterror()
+        out.close()
+    return str(folder / "plate.####.exr")
+
+
+def _acescg_portrait(frames: int, width: int = 192, height: int = 112) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The portrait clip in ACEScg, rounded to half as an EXR stores it, and its true alphas."""
+    composites, alphas = portrait_clip(frames, width, height)
+    color = ColorPipeline()
+    linear = [color.convert(c, "sRGB - Texture", "ACEScg").astype(np.float16).astype(np.float32) for c in composites]
+    return linear, alphas
+
+
+def test_anamorphic_pixel_aspect_reaches_the_output(tmp_path: Path) -> None:
+    linear, _ = _acescg_portrait(2, 128, 72)
+    frames = [{"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2]} for rgb in linear]
+    pattern = _write_exr_frames(tmp_path / "plate", frames, PixelAspectRatio=2.0, **{"oiio:ColorSpace": "ACEScg"})
+    assert OpenEXR.File(str(tmp_path / "plate" / "plate.1001.exr")).header()["pixelAspectRatio"] == 2.0
+    out = tmp_path / "out" / "m.####.exr"
+    report = render(_job(pattern, str(out), alpha_output=str(tmp_path / "a" / "a.####.exr")))
+    assert report.frames_written == [1001, 1002]
+    for frame in (1001, 1002):
+        for written in (out.parent / f"m.{frame}.exr", tmp_path / "a" / f"a.{frame}.exr"):
+            header, _ = _exr_channels(written)
+            assert header["pixelAspectRatio"] == 2.0, written
+
+
+def test_layer_of_a_multi_layer_plate_is_the_one_matted(tmp_path: Path) -> None:
+    """The portrait is in ``diffuse.*``; the plain R, G, B are flat grey, which would give an empty matte."""
+    linear, true_alphas = _acescg_portrait(3)
+    grey = np.full(linear[0].shape[:2], 0.18, np.float32)
+    frames = [
+        {"R": grey, "G": grey, "B": grey, "diffuse.R": d[..., 0], "diffuse.G": d[..., 1], "diffuse.B": d[..., 2]}
+        for d in linear
+    ]
+    pattern = _write_exr_frames(tmp_path / "plate", frames, **{"oiio:ColorSpace": "ACEScg"})
+    out = tmp_path / "out" / "m.####.exr"
+    report = render(_job(pattern, str(out), layer="diffuse"))
+    assert report.frames_written == [1001, 1002, 1003]
+    for i, frame in enumerate((1001, 1002, 1003)):
+        _, ch = _exr_channels(out.parent / f"m.{frame}.exr")
+        rgb = np.stack([ch["R"], ch["G"], ch["B"]], -1).astype(np.float32)
+        alpha = ch["A"].astype(np.float32)
+        assert np.abs(alpha - true_alphas[i]).mean() < 0.04
+        solid = alpha == 1.0
+        assert solid.sum() > 1000
+        # Solid foreground is the diffuse layer's pixels, not the grey beauty.
+        np.testing.assert_allclose(rgb[solid], linear[i][solid], rtol=2e-3, atol=0)
+        assert np.mean(rgb[solid] == linear[i][solid]) > 0.99
+        assert np.mean(np.abs(rgb[solid] - 0.18) > 0.01) > 0.9
 
 
 def test_oiio_reads_back_the_colour_space(tmp_path: Path) -> None:
@@ -164,6 +249,23 @@ def test_mp4_footage_renders_a_sensible_matte(tmp_path: Path) -> None:
     assert alpha[170:330, 690:730].mean() > 0.95  # his shirt
     assert alpha[0:600, 0:400].mean() < 0.02  # trees and lawn on the left
     assert alpha[0:600, 900:1280].mean() < 0.02  # building and lawn on the right
+
+
+def test_mp4_start_frame_numbers_the_video_frames(tmp_path: Path) -> None:
+    """With start_frame=1001 the video's first frame is 1001: the same pixels as frame 1 of a default render."""
+    video = str(DATA / "footage" / "05_default_juggle.mp4")
+    out = tmp_path / "shot" / "juggle.####.exr"
+    report = render(_job(video, str(out), start_frame=1001, frames="1001-1002"))
+    assert report.frames_written == [1001, 1002]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["juggle.1001.exr", "juggle.1002.exr"]
+    assert report.outputs == [str(out.parent / "juggle.1001.exr"), str(out.parent / "juggle.1002.exr")]
+    plain = tmp_path / "plain" / "juggle.####.exr"
+    render(_job(video, str(plain), frames="1-2"))
+    for offset in (0, 1):
+        a = _exr_channels(out.parent / f"juggle.{1001 + offset}.exr")[1]
+        b = _exr_channels(plain.parent / f"juggle.{1 + offset:04d}.exr")[1]
+        for name in "RGBA":
+            np.testing.assert_array_equal(a[name], b[name])
 
 
 # ----------------------------------------------------------------------------- recurrent state
