@@ -142,7 +142,8 @@ def _run_job(job: Any, progress_mode: str, state_dir: str | None = None) -> int:
         progress({"event": "done", **summary})
     elif progress_mode != "none":
         rate = f"{summary['elapsed_s']:.1f} s ({summary['fps']:.2f} fps)"
-        print(f"done: {summary['done']} frames in {rate} -> {job.output}", file=sys.stderr)
+        frames = "frame" if summary["done"] == 1 else "frames"
+        print(f"done: {summary['done']} {frames} in {rate} -> {job.output}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -171,9 +172,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import OpenImageIO
     import PyOpenColorIO
 
-    pipeline = ColorPipeline(load_config())
     checkpoint = default_checkpoint()
-    info = {
+    info: dict[str, object] = {
         "rvm-vfx": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -181,11 +181,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         "OpenColorIO": PyOpenColorIO.__version__,
         "devices": devices,
         "ocio_config": os.environ.get("OCIO") or BUILTIN_CONFIG,
-        "scene_linear": pipeline.scene_linear,
-        "model_space": pipeline.model_space,
-        "default_checkpoint": str(checkpoint),
-        "default_checkpoint_exists": checkpoint.exists(),
     }
+    # info is what a TD runs to find out why renders fail, so a broken $OCIO is reported, not fatal.
+    try:
+        pipeline = ColorPipeline(load_config())
+        info["scene_linear"] = pipeline.scene_linear
+        info["model_space"] = pipeline.model_space
+    except InputError as exc:
+        info["ocio_error"] = str(exc)
+    info["default_checkpoint"] = str(checkpoint)
+    info["default_checkpoint_exists"] = checkpoint.exists()
     if args.json:
         print(json.dumps(info, indent=2))
     else:

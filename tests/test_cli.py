@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,18 @@ def test_info_reports_config_and_checkpoint(capsys, monkeypatch) -> None:
     assert "cpu" in info["devices"]
 
 
+def test_info_reports_a_broken_ocio_config_instead_of_failing(tmp_path: Path, capsys, monkeypatch) -> None:
+    # info is what a TD runs to find out why renders fail: a broken $OCIO must show up in it, not stop it.
+    broken = tmp_path / "studio.ocio"
+    broken.write_text("this is not an OCIO config")
+    monkeypatch.setenv("OCIO", str(broken))
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["ocio_config"] == str(broken)
+    assert info["ocio_error"].startswith(f"cannot load OCIO config {str(broken)!r} (from $OCIO): ")
+    assert "scene_linear" not in info and "model_space" not in info
+
+
 def test_convert_weights_command(tmp_path: Path, capsys) -> None:
     out = tmp_path / "rvm_mobilenetv3_tfjs.pth"
     assert main(["convert-weights", CKPT, str(out)]) == 0
@@ -188,3 +201,323 @@ def test_matte_resumes_from_its_state_dir(plate: str, tmp_path: Path, capsys) ->
     assert main(args) == 0  # no --overwrite needed: the frames are this job's own
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[0]["resumed_from"] == 1002 and events[-1]["frames_written"] == "1003"
+
+
+# --------------------------------------------------------------------------- matte flags, read back from the EXR
+
+
+STUDIO_CONFIG = "ocio://studio-config-v5.0.0_aces-v2.1_ocio-v2.6"
+
+
+@pytest.fixture
+def plate4(tmp_path: Path) -> str:
+    composites, _ = portrait_clip(4, 128, 72)
+    return write_sequence(tmp_path / "plate4", "plate", composites)
+
+
+def _matte(plate: str, out: Path, *flags: str) -> int:
+    return main(["matte", plate, str(out), "--checkpoint", CKPT, "--progress", "json", *flags])
+
+
+def _header(path: Path) -> dict:
+    import OpenEXR
+
+    return OpenEXR.File(str(path)).header()
+
+
+def _pixels(path: Path):
+    return oiio.ImageBuf(str(path)).get_pixels(oiio.FLOAT)
+
+
+def _events(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_matte_preroll_downsample_and_colorspaces_reach_the_exr_header(
+    plate4: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.delenv("OCIO", raising=False)
+    flags = ("--downsample", "0.5", "--device", "cpu")
+    flags += ("--input-colorspace", "srgb_tx", "--output-colorspace", "lin_ap0")
+    out = tmp_path / "pre" / "m.####.exr"
+    assert _matte(plate4, out, "--frames", "1003-1004", "--preroll", "2", *flags) == 0
+    events = _events(capsys)
+    assert (events[0]["event"], events[0]["total"], events[0]["first"], events[0]["last"]) == ("start", 2, 1003, 1004)
+    assert events[-1]["frames_written"] == "1003-1004"  # the pre-roll frames are run, never written
+    assert sorted(os.listdir(out.parent)) == ["m.1003.exr", "m.1004.exr"]
+    header = _header(out.parent / "m.1003.exr")
+    assert header["rvm:preroll"] == 2
+    assert header["rvm:downsample_ratio"] == 0.5
+    assert header["rvm:input_colorspace"] == "sRGB Encoded Rec.709 (sRGB)"  # the alias, made canonical
+    assert header["rvm:colorspace"] == "ACES2065-1"
+    assert header["colorInteropID"] == "lin_ap0_scene"
+    assert header["rvm:source"] == str(tmp_path / "plate4" / "plate.1003.png")
+
+    # Pre-roll from 1001 warms the state exactly as rendering 1001-1002 first does.
+    assert _matte(plate4, tmp_path / "full" / "m.####.exr", *flags) == 0
+    assert _matte(plate4, tmp_path / "cold" / "m.####.exr", "--frames", "1003-1004", *flags) == 0
+    capsys.readouterr()
+    assert _header(tmp_path / "cold" / "m.1003.exr")["rvm:preroll"] == 0
+    warm, full = _pixels(out.parent / "m.1003.exr"), _pixels(tmp_path / "full" / "m.1003.exr")
+    cold = _pixels(tmp_path / "cold" / "m.1003.exr")
+    assert (warm == full).all()
+    assert not (warm == cold).all()
+
+
+def test_matte_precision_bf16_on_cpu_runs_and_stays_close_to_fp32(plate: str, tmp_path: Path, capsys) -> None:
+    flags = ("--frames", "1001-1002", "--device", "cpu", "--output-mode", "alpha")
+    assert _matte(plate, tmp_path / "fp32" / "m.####.exr", *flags, "--precision", "fp32") == 0
+    assert _matte(plate, tmp_path / "bf16" / "m.####.exr", *flags, "--precision", "bf16") == 0
+    assert _events(capsys)[-1]["frames_written"] == "1001-1002"
+    fp32, bf16 = _pixels(tmp_path / "fp32" / "m.1002.exr"), _pixels(tmp_path / "bf16" / "m.1002.exr")
+    assert not (fp32 == bf16).all()  # the flag reached the session
+    assert abs(fp32 - bf16).mean() < 0.02
+
+
+def test_matte_missing_hold_fills_a_gap_with_the_frame_before(plate4: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "plate4" / "plate.1003.png").unlink()
+    out = tmp_path / "o" / "m.####.exr"
+    assert _matte(plate4, out) == 2
+    error = _events(capsys)[-1]["error"]
+    assert error == {"type": "MissingFramesError", "message": f"{plate4}: missing frames 1003 (of 1001-1004)"}
+    assert not out.parent.exists()
+
+    assert _matte(plate4, out, "--missing", "hold") == 0
+    events = _events(capsys)
+    assert events[0]["total"] == 4 and events[-1]["frames_written"] == "1001-1004"
+    assert sorted(os.listdir(out.parent)) == [f"m.{f}.exr" for f in range(1001, 1005)]
+    assert _header(out.parent / "m.1003.exr")["rvm:source"] == str(tmp_path / "plate4" / "plate.1002.png")
+    assert _header(out.parent / "m.1004.exr")["rvm:source"] == str(tmp_path / "plate4" / "plate.1004.png")
+
+
+def test_matte_overwrite_is_needed_to_replace_existing_frames(plate: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o" / "m.####.exr"
+    args = ["matte", plate, str(out), "--checkpoint", CKPT, "--frames", "1001-1002", "--progress", "none"]
+    assert main([*args, "--output-mode", "alpha"]) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"rvm-vfx: error: output exists: {tmp_path / 'o' / 'm.1001.exr'} (2 of 2 frames: 1001-1002); "
+        "use --overwrite to replace\n"
+    )
+    assert list(_header(tmp_path / "o" / "m.1001.exr")["channels"][0].name) == ["A"]  # untouched
+    assert [c.name for c in _header(tmp_path / "o" / "m.1002.exr")["channels"]] == ["A"]
+    assert main([*args, "--overwrite"]) == 0
+    assert [c.name for c in _header(tmp_path / "o" / "m.1002.exr")["channels"]] == ["A", "B", "G", "R"]
+
+
+def test_matte_layer_reads_an_exr_layer(tmp_path: Path, capsys) -> None:
+    composites, _ = portrait_clip(2, 128, 72)
+    for i, pixels in enumerate(composites):
+        for name, channels in (("plain", ("R", "G", "B")), ("layered", ("diffuse.R", "diffuse.G", "diffuse.B"))):
+            spec = oiio.ImageSpec(128, 72, 3, "half")
+            spec.channelnames = channels
+            path = tmp_path / name / f"{name}.{1001 + i}.exr"
+            path.parent.mkdir(exist_ok=True)
+            out = oiio.ImageOutput.create(str(path))
+            assert out.open(str(path), spec), out.geterror()
+            assert out.write_image(pixels), out.geterror()
+            out.close()
+    layered = str(tmp_path / "layered" / "layered.####.exr")
+    assert _matte(layered, tmp_path / "o" / "m.####.exr") == 2
+    assert _events(capsys)[-1]["error"] == {
+        "type": "ImageReadError",
+        "message": f"frame 1001: {tmp_path / 'layered' / 'layered.1001.exr'}: no default (unprefixed R, G, B) "
+        "channels; layers in the file: diffuse",
+    }
+    assert _matte(layered, tmp_path / "o" / "m.####.exr", "--layer", "specular") == 2
+    assert _events(capsys)[-1]["error"]["message"] == (
+        f"frame 1001: {tmp_path / 'layered' / 'layered.1001.exr'}: layer 'specular' not found; "
+        "layers in the file: diffuse"
+    )
+    assert _matte(layered, tmp_path / "o" / "m.####.exr", "--layer", "diffuse") == 0
+    assert _matte(str(tmp_path / "plain" / "plain.####.exr"), tmp_path / "p" / "m.####.exr") == 0
+    for frame in (1001, 1002):
+        assert (_pixels(tmp_path / "o" / f"m.{frame}.exr") == _pixels(tmp_path / "p" / f"m.{frame}.exr")).all()
+
+
+def test_matte_start_frame_numbers_a_video(tmp_path: Path, capsys) -> None:
+    import av
+    import numpy as np
+
+    composites, _ = portrait_clip(3, 128, 72)
+    movie = tmp_path / "clip.mp4"
+    with av.open(str(movie), "w") as container:
+        stream = container.add_stream("mpeg4", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 128, 72, "yuv420p"
+        for pixels in composites:
+            rgb = np.ascontiguousarray((pixels * 255 + 0.5).astype(np.uint8))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+    assert _matte(str(movie), tmp_path / "o" / "m.####.exr", "--start-frame", "101", "--frames", "100-101") == 2
+    assert _events(capsys)[-1]["error"]["message"] == f"{movie}: missing frames 100 (of 100-101)"
+    assert _matte(str(movie), tmp_path / "o" / "m.####.exr", "--start-frame", "101", "--frames", "102-103") == 0
+    events = _events(capsys)
+    assert (events[0]["first"], events[0]["last"], events[-1]["frames_written"]) == (102, 103, "102-103")
+    assert sorted(os.listdir(tmp_path / "o")) == ["m.0102.exr", "m.0103.exr"]
+    # The same video frames numbered from 1 give the same mattes: only the numbering moved.
+    assert _matte(str(movie), tmp_path / "d" / "m.####.exr", "--frames", "2-3") == 0
+    assert (_pixels(tmp_path / "o" / "m.0103.exr") == _pixels(tmp_path / "d" / "m.0003.exr")).all()
+
+
+def test_matte_ocio_config_selects_the_config_for_colour_names(plate: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("OCIO", raising=False)
+    flags = ("--frames", "1001", "--output-colorspace", "ARRI LogC3 (EI800)")
+    assert _matte(plate, tmp_path / "o" / "m.####.exr", *flags) == 2
+    assert _events(capsys)[-1]["error"] == {
+        "type": "ColorSpaceError",
+        "message": "unknown colour space 'ARRI LogC3 (EI800)' (output_colorspace); "
+        "config 'cg-config-v5.0.0_aces-v2.1_ocio-v2.6' has no similar name",
+    }
+    assert _matte(plate, tmp_path / "o" / "m.####.exr", *flags, "--ocio-config", STUDIO_CONFIG) == 0
+    assert _events(capsys)[-1]["output_colorspace"] == "ARRI LogC3 (EI800)"
+    assert _header(tmp_path / "o" / "m.1001.exr")["rvm:colorspace"] == "ARRI LogC3 (EI800)"
+    missing = tmp_path / "nope.ocio"
+    assert _matte(plate, tmp_path / "o2" / "m.####.exr", "--ocio-config", str(missing)) == 2
+    error = _events(capsys)[-1]["error"]
+    assert error["type"] == "InputError"
+    assert error["message"].startswith(f"cannot load OCIO config {str(missing)!r} (from path): ")
+
+
+@pytest.mark.parametrize(
+    ("flags", "error_type", "message"),
+    [
+        (["--downsample", "2"], "InputError", "job field 'downsample': must be in (0, 1], got 2.0"),
+        (["--downsample", "0"], "InputError", "job field 'downsample': must be in (0, 1], got 0.0"),
+        (["--downsample", "fast"], "InputError", "--downsample: expected 'auto' or a number in (0, 1], got 'fast'"),
+        (
+            ["--precision", "fp16", "--device", "cpu"],
+            "InputError",
+            "precision fp16 needs a GPU (cuda or mps); on the CPU use fp32 or bf16",
+        ),
+        (
+            ["--input-colorspace", "ACEScgg"],
+            "ColorSpaceError",
+            "unknown colour space 'ACEScgg' (input_colorspace); did you mean: 'ACEScg', 'ACEScc', 'aces', 'ACEScct'?",
+        ),
+        (
+            ["--output-colorspace", "sRGB"],
+            "ColorSpaceError",
+            "unknown colour space 'sRGB' (output_colorspace); did you mean: 'srgb_tx', 'srgb_ap1', 'lin_srgb'?",
+        ),
+        (["--preroll", "-1"], "InputError", "job field 'preroll': must be >= 0, got -1"),
+    ],
+)
+def test_matte_bad_values_exit_2_with_the_message(
+    plate: str, tmp_path: Path, capsys, monkeypatch, flags: list[str], error_type: str, message: str
+) -> None:
+    monkeypatch.delenv("OCIO", raising=False)
+    assert _matte(plate, tmp_path / "o" / "m.####.exr", *flags) == 2
+    assert _events(capsys) == [{"event": "error", "error": {"type": error_type, "message": message}}]
+    assert not (tmp_path / "o").exists()
+
+
+def test_matte_device_cuda_without_cuda_exits_2(plate: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["matte", plate, str(tmp_path / "o" / "m.####.exr"), "--checkpoint", CKPT, "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == "rvm-vfx: error: device 'cuda' was requested but no CUDA device is available\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--missing", "skip"], "argument --missing: invalid choice: 'skip'"),
+        (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
+        (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["--preroll", "two"], "argument --preroll: invalid int value: 'two'"),
+        (["--start-frame", "1.5"], "argument --start-frame: invalid int value: '1.5'"),
+    ],
+)
+def test_matte_flag_choices_are_checked_by_the_parser(flags: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["matte", "a.####.exr", "b.####.exr", *flags])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- progress bar, exit 1 in JSON
+
+
+def test_progress_bar_shows_frames_and_fps(plate: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o" / "m.####.exr"
+    assert main(["matte", plate, str(out), "--checkpoint", CKPT, "--frames", "1001-1002", "--progress", "bar"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "2/2" in captured.err and "frame 1002" in captured.err and "frame/s" in captured.err
+    last = captured.err.splitlines()[-1]
+    assert re.fullmatch(rf"done: 2 frames in \d+\.\d s \(\d+\.\d\d fps\) -> {re.escape(str(out))}", last), last
+
+
+def test_progress_bar_prints_warnings(tmp_path: Path, capsys) -> None:
+    import numpy as np
+
+    composites, _ = portrait_clip(2, 128, 72)
+    rgba = [np.concatenate([c, np.ones_like(c[..., :1])], axis=-1) for c in composites]
+    plate = write_sequence(tmp_path / "plate", "plate", rgba)
+    assert main(["matte", plate, str(tmp_path / "o" / "m.####.exr"), "--checkpoint", CKPT, "--progress", "bar"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: alpha channel 'A' ignored: the matte is computed from RGB\n") == 1
+    assert "2/2" in err
+
+
+def test_unwritable_output_folder_exits_1_with_a_json_error(plate: str, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder must go")
+    assert _matte(plate, blocker / "sub" / "m.####.exr", "--frames", "1001") == 1
+    message = f"cannot create output folder {blocker / 'sub'}: Not a directory"
+    assert _events(capsys) == [{"event": "error", "error": {"type": "OutputError", "message": message}}]
+    assert blocker.read_text() == "a file where a folder must go"
+
+
+# --------------------------------------------------------------------------- info and the installed script
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import PyOpenColorIO
+    import torch
+
+    import rvm_vfx
+
+    return {
+        "rvm-vfx": rvm_vfx.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "OpenImageIO": oiio.__version__,
+        "OpenColorIO": PyOpenColorIO.__version__,
+    }
+
+
+def test_info_reports_versions_as_json_and_text(capsys) -> None:
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {key: info[key] for key in _versions()} == _versions()
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for key, value in _versions().items():
+        assert f"{key:>26}: {value}" in lines
+    assert f"{'devices':>26}: {', '.join(info['devices'])}" in lines
+
+
+def test_installed_console_script(tmp_path: Path) -> None:
+    import rvm_vfx
+
+    script = Path(sys.executable).parent / "rvm-vfx"
+    assert script.is_file(), f"{script} is not installed (pip install -e .)"
+    done = subprocess.run([str(script), "info", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rvm-vfx"] == rvm_vfx.__version__
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert (version.returncode, version.stdout) == (0, f"rvm-vfx {rvm_vfx.__version__}\n")
+    bad = subprocess.run(
+        [script, "matte", tmp_path / "none.####.exr", tmp_path / "o.####.exr", "--checkpoint", CKPT, "--progress=json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    error = json.loads(bad.stdout.splitlines()[-1])["error"]
+    assert error == {"type": "MissingFramesError", "message": f"{tmp_path / 'none.####.exr'}: no frames on disk"}
