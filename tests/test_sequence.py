@@ -385,6 +385,24 @@ def test_video_through_resolve_frames() -> None:
         assert str(caught.value) == f"{FOOTAGE / 'bedroom.mp4'}: missing frames 201-202 (of 199-202)"
 
 
+def test_mov_is_read_like_the_mp4_it_was_remuxed_from(tmp_path: Path) -> None:
+    # QuickTime is what editorial hands over; remuxing (no re-encode) keeps the frames identical.
+    source = FOOTAGE / "bedroom.mp4"
+    mov = tmp_path / "bedroom.mov"
+    with av.open(str(source)) as src, av.open(str(mov), "w") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    source_kind = open_source(str(mov), start_frame=1001)
+    assert isinstance(source_kind, VideoSource)
+    with source_kind as video, VideoSource(source, start_frame=1001) as reference:
+        assert video.frames() == reference.frames() == list(range(1001, 1201))
+        for frame in (1001, 1002, 1100):
+            np.testing.assert_array_equal(video.read(frame).rgb, reference.read(frame).rgb, err_msg=str(frame))
+
+
 def test_mkv_without_stored_frame_count(tmp_path: Path) -> None:
     path = tmp_path / "ramp.mkv"
     levels = [16, 64, 128, 192, 240]
