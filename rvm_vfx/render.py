@@ -452,7 +452,8 @@ class _Renderer:
         write_index = start_index
         t0 = time.perf_counter()
         device_type = self.session.device.type
-        plan = io_plan(device_type, 0)  # thread counts do not depend on the frame size; windows do
+        cores = usable_cores()
+        plan = io_plan(device_type, 0, cores)  # thread counts do not depend on the frame size; windows do
         pending: deque[tuple[int, int, Future[list[str]]]] = deque()
         snapshots: deque[tuple[int, dict[str, Any]]] = deque()
         with (
@@ -500,7 +501,7 @@ class _Renderer:
                         self.report.stopped = True
                         break
                     plate, model_rgb, space = reads.popleft().result()
-                    sized = io_plan(device_type, plate.header.width * plate.header.height)
+                    sized = io_plan(device_type, plate.header.width * plate.header.height, cores)
                     read_ahead, write_behind = sized.read_ahead, sized.write_behind
                     top_up()
                     tensor = torch.from_numpy(model_rgb).permute(2, 0, 1)[None]
