@@ -24,14 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rvm_vfx.errors import InputError
-from rvm_vfx.job import MAX_JOB_BYTES, Job
-from rvm_vfx.sequence import format_frame, open_source, parse_frames, resolve_frames
+from rvm_vfx.job import MAX_JOB_BYTES, OUTPUT_FIELDS, Job
+from rvm_vfx.sequence import open_source, parse_frames, resolve_frames
 
 from .config import WorkerConfig
 from .fsutil import inside, real
 from .layout import DROP, DROP_TICKET, TICKET
-
-_OUTPUT_FIELDS = ("output", "alpha_output", "fg_output")
 
 
 @dataclass
@@ -127,7 +125,7 @@ def _place_paths(job: Job, config: WorkerConfig, input_base: Path | None, input_
             raise InputError(f"ticket field 'ocio_config': {job.ocio_config!r} resolves outside the allowed roots")
         changes["ocio_config"] = str(real(config_path))
     # Outputs: relative ones land under the output root; every one must resolve inside it.
-    for name in _OUTPUT_FIELDS:
+    for name in OUTPUT_FIELDS:
         value = getattr(job, name)
         if not value:
             continue
@@ -200,22 +198,21 @@ def _frames(job: Job, config: WorkerConfig, input_roots: list[Path]) -> list[int
             raise InputError(f"ticket field 'frames': {len(requested)} frames; this worker's limit is {limit}")
     else:
         requested = None
+    from rvm_vfx.render import check_output_targets  # the engine's rule; imported late, as the executors do
+
     source = open_source(job.input, layer=job.layer, start_frame=job.start_frame)
     try:
         mapping = resolve_frames(source, requested, job.missing)
         if len(mapping) > limit:
             raise InputError(f"ticket: the plate has {len(mapping)} frames; this worker's limit is {limit}")
-        plate_files = {source.path(src) for _, src in mapping}
+        for path in sorted({source.path(src) for _, src in mapping}):
+            if not inside(path, input_roots):
+                raise InputError(f"ticket field 'input': plate frame {path} resolves outside the allowed input roots")
+        out_frames = [frame for frame, _ in mapping]
+        try:
+            check_output_targets(job, source, out_frames)
+        except InputError as exc:
+            raise InputError(f"ticket: {exc}") from None
     finally:
         source.close()
-    plate_real = set()
-    for path in sorted(plate_files):
-        if not inside(path, input_roots):
-            raise InputError(f"ticket field 'input': plate frame {path} resolves outside the allowed input roots")
-        plate_real.add(real(path))
-    out_frames = [frame for frame, _ in mapping]
-    for name in _OUTPUT_FIELDS:
-        pattern = getattr(job, name)
-        if pattern and any(real(format_frame(pattern, f)) in plate_real for f in out_frames):
-            raise InputError(f"ticket field '{name}': would overwrite the plate's own frames")
     return out_frames

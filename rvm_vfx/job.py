@@ -23,6 +23,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 MISSING_MODES = ("error", "hold")
 OUTPUT_MODES = ("premultiplied", "alpha")
 COMPRESSIONS = ("zip", "zips", "piz", "dwaa", "dwab", "none", "rle", "pxr24", "b44", "b44a")
+#: The fields that name files the render writes (each an EXR sequence pattern).
+OUTPUT_FIELDS = ("output", "alpha_output", "fg_output")
 # A ticket is a small JSON document; anything bigger is a mistake or an attack.
 MAX_JOB_BYTES = 64 * 1024
 
@@ -89,6 +91,9 @@ class Job:
         for key, value in self.metadata.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise InputError("job field 'metadata': must map strings to strings")
+        for name in OUTPUT_FIELDS:
+            if getattr(self, name):
+                _exr_name(name, getattr(self, name))
 
     # ------------------------------------------------------------------ (de)serialisation
 
@@ -186,6 +191,16 @@ def _nonempty(name: str, value: str) -> None:
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise InputError(f"job field '{name}': expected one of {', '.join(choices)}, got {value!r}")
+
+
+def _exr_name(name: str, value: str) -> None:
+    """Outputs are always OpenEXR, so a ``.png`` name would hide EXR data behind the wrong extension."""
+    extension = os.path.splitext(os.path.basename(value))[1]
+    if extension.lower() != ".exr":
+        shown = repr(extension) if extension else "no extension"
+        raise InputError(
+            f"job field '{name}': outputs are written as OpenEXR, so the name must end in .exr; {value!r} has {shown}"
+        )
 
 
 def read_limited(path: Path, limit: int = MAX_JOB_BYTES) -> str:

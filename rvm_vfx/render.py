@@ -33,9 +33,9 @@ from .allocator import retain_freed_memory
 from .color import ColorPipeline, load_config
 from .errors import ImageReadError, InputError, OutputError
 from .imageio import Plate, write_exr
-from .job import Job
+from .job import OUTPUT_FIELDS, Job
 from .model import MattingNetwork
-from .sequence import format_frame, format_frames, open_source, parse_frames, resolve_frames
+from .sequence import FrameSource, format_frame, format_frames, open_source, parse_frames, resolve_frames
 from .session import MattingSession, load_snapshot, pick_device, save_snapshot
 from .weights import default_checkpoint, load_model, sha256_of
 
@@ -174,6 +174,91 @@ def _output_paths(job: Job, frame: int) -> dict[str, str]:
     if job.fg_output:
         paths["fg"] = format_frame(job.fg_output, frame)
     return paths
+
+
+class _Entries:
+    """Files by identity: the real folder (by device and inode where it exists) and the name in it.
+
+    That is what a frame write replaces (``os.replace`` onto the name), so every spelling of one file
+    meets here: ``####``, ``%04d`` and ``$F4``, ``..``, a symlinked folder, a second mount of the same share.
+    A name that is itself a symlink also stands for the file it leads to.
+    """
+
+    def __init__(self) -> None:
+        self._folders: dict[str, tuple[object, ...]] = {}
+
+    def _entry(self, path: str) -> tuple[object, ...]:
+        folder, name = os.path.split(path)
+        identity = self._folders.get(folder)
+        if identity is None:
+            real = os.path.realpath(folder or ".")
+            try:
+                info = os.stat(real)
+                identity = (info.st_dev, info.st_ino)
+            except OSError:  # not made yet: its real path is all there is to compare
+                identity = (real,)
+            self._folders[folder] = identity
+        return (*identity, name)
+
+    def of(self, path: str) -> set[tuple[object, ...]]:
+        entries = {self._entry(path)}
+        if os.path.islink(path):
+            entries.add(self._entry(os.path.realpath(path)))
+        return entries
+
+
+def check_output_targets(job: Job, source: FrameSource, frames: list[int]) -> None:
+    """Refuse outputs that would land on a plate file or on each other; ``--overwrite`` never lifts this.
+
+    Runs before a frame is read or a model loads. Overwriting is for earlier renders: an output on the
+    plate destroys the only copy of what it is reading, and two outputs on one file leave whichever pass
+    was written last (an alpha-only file where the RGBA matte should be) with the render saying "done".
+    """
+    entries = _Entries()
+    plate: dict[tuple[object, ...], str] = {}
+    for path in dict.fromkeys(source.path(f) for f in source.frames()):
+        plate.update(dict.fromkeys(entries.of(path), path))
+    fields = [name for name in OUTPUT_FIELDS if getattr(job, name)]
+    on_plate: dict[str, list[tuple[int, str, str]]] = {}
+    shared: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
+    for frame in frames:
+        taken: dict[tuple[object, ...], tuple[str, str]] = {}
+        for name in fields:
+            path = format_frame(getattr(job, name), frame)
+            for entry in entries.of(path):
+                if entry in plate:
+                    on_plate.setdefault(name, []).append((frame, path, plate[entry]))
+                if entry in taken and taken[entry][0] != name:
+                    first, first_path = taken[entry]
+                    shared.setdefault((first, name), []).append((frame, first_path, path))
+                taken.setdefault(entry, (name, path))
+    for name, hits in on_plate.items():
+        _, path, plate_path = hits[0]
+        raise InputError(
+            f"job field '{name}': {path} would overwrite the plate's own frame {plate_path} "
+            f"({_frame_count(hits, frames)}); the plate is never written to"
+        )
+    for (first, second), hits in shared.items():
+        _, path, other = hits[0]
+        spelled = f" (as {other})" if other != path else ""
+        raise InputError(
+            f"job fields '{first}' and '{second}' name the same file {path}{spelled} "
+            f"({_frame_count(hits, frames)}): one would replace the other"
+        )
+
+
+def _frame_count(hits: list[tuple[int, str, str]], frames: list[int]) -> str:
+    hit_frames = sorted({hit[0] for hit in hits})
+    return f"{len(hit_frames)} of {len(frames)} frames: {format_frames(hit_frames)}"
+
+
+def _refuse_unsafe_targets(job: Job) -> None:
+    """The output-target check on the job's own plate and frame range, before the renderer is built."""
+    source = open_source(job.input, layer=job.layer, start_frame=job.start_frame)
+    try:
+        check_output_targets(job, source, [frame for frame, _ in _plan(job, source).frames])
+    finally:
+        source.close()
 
 
 def _check_outputs(job: Job, frames: list[int], ours: bool) -> None:
@@ -552,4 +637,5 @@ def render(
 
     Tunes the process's allocator for frame-sized buffers on first use (see ``rvm_vfx.allocator``)."""
     retain_freed_memory()
+    _refuse_unsafe_targets(job)
     return _Renderer(job, model, progress, stop, state_dir, checkpoint_sha256).run()

@@ -22,7 +22,8 @@ from render_worker.ticket import load_ticket
 from rvm_vfx.errors import InputError
 from rvm_vfx.job import Job
 
-from .test_worker_helpers import make_models_dir, make_plate
+from .plates import write_sequence
+from .test_worker_helpers import make_models_dir, make_plate, plate_frames
 
 # --------------------------------------------------------------------------- settings
 
@@ -257,7 +258,7 @@ BAD_TICKETS = {
     "checkpoint_missing": ({**GOOD, "checkpoint": "nope.pth"}, "not found in the models dir"),
     "frames_absurd": ({**GOOD, "frames": "1-900000"}, "900000 frames; this worker's limit is 500"),
     "oversized": ({**GOOD, "metadata": {"x": "y" * 70000}}, "the limit is 65536"),
-    "overwrites_plate": ({**GOOD, "output": "../plates/shot/plate.####.png", "overwrite": True}, "outside"),
+    "overwrites_plate": ({**GOOD, "output": "../plates/shot/plate.####.exr", "overwrite": True}, "outside"),
 }
 
 
@@ -276,13 +277,8 @@ def test_ocio_config_is_confined_unless_built_in(farm: dict[str, Path]) -> None:
 
 
 def test_plate_inside_output_root_is_never_overwritten(farm: dict[str, Path]) -> None:
-    make_plate(farm["out"] / "plate_here", 2, 48, 32)
-    ticket = {
-        **GOOD,
-        "input": str(farm["out"] / "plate_here" / "plate.####.png"),
-        "output": "plate_here/plate.####.png",
-        "overwrite": True,
-    }
+    plate = write_sequence(farm["out"] / "plate_here", "plate", plate_frames(2, 48, 32), ext="exr", fmt="half")
+    ticket = {**GOOD, "input": plate, "output": "plate_here/plate.####.exr", "overwrite": True}
     with pytest.raises(InputError, match="would overwrite the plate"):
         _load(farm, ticket, allow_input_roots=[farm["plates"], farm["out"]])
 

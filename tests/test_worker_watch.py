@@ -116,6 +116,8 @@ def test_bad_tickets_fail_with_their_reason_and_the_worker_goes_on(farm: dict) -
         "bad_missing": ({**good, "input": "nothing_here/plate.####.png"}, "no frames on disk"),
         "bad_checkpoint": ({**good, "checkpoint": "/work/shared/models/x.pth"}, "not inside the models dir"),
         "bad_frames": ({**good, "frames": "1-500000"}, "500000 frames; this worker's limit is 5000"),
+        "bad_same_file": ({**good, "alpha_output": "bad/m.%04d.exr"}, "'output' and 'alpha_output' name the same"),
+        "bad_png": ({**good, "fg_output": "bad/fg.####.png"}, "job field 'fg_output': outputs are written as OpenEXR"),
     }
     for name, (ticket, _) in bad.items():
         drop_ticket(root, name, ticket)
