@@ -55,6 +55,13 @@ MODEL_SPACE_CANDIDATES: tuple[str, ...] = (
 #: plate's own value; an alpha of 0.99 or less gets the full decontaminating residual.
 SOLID_ALPHA_RAMP = 0.01
 
+#: How OCIO names the configs it bundles, and the aliases it resolves to one of them.
+_BUILTIN_SCHEME = "ocio://"
+_BUILTIN_ALIASES = ("default", "cg-config-latest", "studio-config-latest")
+
+#: What a matte is tagged with when the config has no data space of its own.
+_RAW_SPACE = "Raw"
+
 # PyOpenColorIO's missing-file error is not a subclass of its general one.
 _OCIO_ERRORS = (ocio.Exception, ocio.ExceptionMissingFile)
 
@@ -79,10 +86,31 @@ def load_config(path: str | None = None) -> ocio.Config:
         source = "$OCIO"
     if not path:
         path, source = BUILTIN_CONFIG, "built-in"
+    if path.startswith(_BUILTIN_SCHEME):
+        _check_builtin_name(path, "ocio_config" if source == "path" else source)
     try:
         return ocio.Config.CreateFromFile(path)
     except _OCIO_ERRORS as exc:
         raise InputError(f"cannot load OCIO config {path!r} (from {source}): {exc}") from exc
+
+
+def _check_builtin_name(uri: str, source: str) -> None:
+    """Refuse an ``ocio://`` name OCIO does not bundle, listing the ones it does.
+
+    OCIO's own error ("Could not find ... in the built-in configurations") reads like a missing file;
+    a mistyped or too-new version string is the usual cause, and the list shows the right spelling.
+    """
+    resolved = ocio.ResolveConfigPath(uri)  # the aliases (default, *-latest) resolve to a bundled name
+    registry = ocio.BuiltinConfigRegistry()
+    if resolved.removeprefix(_BUILTIN_SCHEME) in registry:
+        return
+    known = [_BUILTIN_SCHEME + name for name in (*_BUILTIN_ALIASES, *registry)]
+    close = difflib.get_close_matches(uri, known, n=1, cutoff=0.8)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise InputError(
+        f"unknown built-in OCIO config {uri!r} ({source}): OCIO {ocio.__version__} bundles no config of that "
+        f"name{hint}; built-in configs: {', '.join(known)}"
+    )
 
 
 class ColorPipeline:
@@ -112,6 +140,20 @@ class ColorPipeline:
         )
 
     # ------------------------------------------------------------------ names
+
+    @property
+    def data_space(self) -> str:
+        """The space a matte is tagged with: mattes are data, not colour, and no reader may convert them.
+
+        The config's ``data`` role names it; a config without one may still have a data space of its own;
+        failing both, ``Raw``, the name OCIO's configs, Nuke and OpenImageIO all take as data.
+        """
+        if self.config.hasRole(ocio.ROLE_DATA):
+            return self.validate_space(ocio.ROLE_DATA, field="data role")
+        for cs in self.config.getColorSpaces(ocio.SEARCH_REFERENCE_SPACE_ALL, ocio.COLORSPACE_ALL):
+            if cs.isData():
+                return cs.getName()
+        return _RAW_SPACE
 
     @property
     def config_name(self) -> str:

@@ -12,26 +12,28 @@ EXR that a later ``--resume`` or a compositor would take for a finished one.
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import OpenImageIO as oiio
 import torch
 
-from rvm_vfx.errors import ImageReadError, InputError, OutputError
+from rvm_vfx.errors import ImageReadError, InputError, OutputError, disk_full_detail
 
 __all__ = [
     "EXR_COMPRESSIONS",
+    "FRAME_RATE_ATTRIBUTE",
+    "TIMECODE_ATTRIBUTE",
     "ImageHeader",
     "Plate",
     "list_layers",
     "read_image",
+    "timing_attributes",
     "write_exr",
 ]
 
@@ -71,6 +73,12 @@ _STRUCTURAL_ATTRIBUTES = frozenset(
     )
 )
 _STRUCTURAL_PREFIXES = ("oiio:", "openexr:", "tiff:", "dpx:", "jpeg:", "png:", "icc:", "rvm:")
+
+#: OpenEXR's standard frame-rate attribute, a rational. OpenImageIO writes it under the name it is given,
+#: so this spelling is what lands in the file, and what Nuke reads as the clip's rate.
+FRAME_RATE_ATTRIBUTE = "framesPerSecond"
+#: OpenImageIO's name for a SMPTE timecode; its EXR writer stores it as the standard ``timeCode``.
+TIMECODE_ATTRIBUTE = "smpte:TimeCode"
 
 _FLOAT_BASETYPES = frozenset({oiio.BASETYPE.HALF, oiio.BASETYPE.FLOAT, oiio.BASETYPE.DOUBLE})
 
@@ -422,6 +430,30 @@ def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
 
 # --------------------------------------------------------------------------------------------- writing
 
+_INT32_MAX = 2**31 - 1
+
+
+def timing_attributes(
+    rate: Fraction | None, timecode: tuple[int, int] | None
+) -> tuple[dict[str, object], dict[str, tuple[str, str, str, int]]]:
+    """Header entries (values, types) that give a frame its clip's rate and its own timecode.
+
+    For sources without an EXR header of their own (video): an image-sequence plate already carries
+    both in its header, and they are copied from there like any other attribute. ``timecode`` is
+    SMPTE 12M as OpenEXR packs it: (BCD time and flags, user bits).
+    """
+    values: dict[str, object] = {}
+    types: dict[str, tuple[str, str, str, int]] = {}
+    if rate is not None and rate > 0:
+        if rate.numerator > _INT32_MAX or rate.denominator > _INT32_MAX:
+            rate = rate.limit_denominator(1_000_000)  # an EXR rational is two 32-bit integers
+        values[FRAME_RATE_ATTRIBUTE] = (rate.numerator, rate.denominator)
+        types[FRAME_RATE_ATTRIBUTE] = _type_names(oiio.TypeRational)
+    if timecode is not None:
+        values[TIMECODE_ATTRIBUTE] = tuple(timecode)
+        types[TIMECODE_ATTRIBUTE] = _type_names(oiio.TypeTimeCode)
+    return values, types
+
 
 def _typedesc(names: tuple[str, str, str, int]) -> oiio.TypeDesc:
     basetype, aggregate, vecsemantics, arraylen = names
@@ -508,11 +540,8 @@ def _write_exr_file(path: str, spec: oiio.ImageSpec, pixels: np.ndarray) -> None
 
 def _disk_hint(path: str, needed: int) -> str:
     """OpenImageIO reports a full disk as a bare "write failed"; say so when the free space explains it."""
-    try:
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    except OSError:
-        return ""
-    return f" ({os.strerror(errno.ENOSPC)}: {free // 1024} KiB free)" if free < needed else ""
+    detail = disk_full_detail(path, needed)
+    return f" ({detail})" if detail else ""
 
 
 def _temporary_name(path: str) -> str:

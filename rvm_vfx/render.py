@@ -405,10 +405,13 @@ class _Renderer:
             **{k if ":" in k else f"rvm:meta:{k}": v for k, v in job.metadata.items()},
         }
         alpha = np.ascontiguousarray(rgba[..., 3:4])
-        main = alpha if job.output_mode == "alpha" else rgba
-        write_exr(paths["main"], main, plate.header, self.output_space, attributes, job.compression)
+        # A matte alone is data, tagged so that no reader puts it through a colour transform.
+        if job.output_mode == "alpha":
+            write_exr(paths["main"], alpha, plate.header, self.color.data_space, attributes, job.compression)
+        else:
+            write_exr(paths["main"], rgba, plate.header, self.output_space, attributes, job.compression)
         if "alpha" in paths:
-            write_exr(paths["alpha"], alpha, plate.header, self.output_space, attributes, job.compression)
+            write_exr(paths["alpha"], alpha, plate.header, self.color.data_space, attributes, job.compression)
         if "fg" in paths:
             # Straight (unpremultiplied) foreground for artists who grade before premultiplying.
             straight = np.where(alpha > 0, rgba[..., :3] / np.maximum(alpha, 1e-8), 0.0).astype(np.float32)

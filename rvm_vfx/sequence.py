@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from rvm_vfx.errors import ImageReadError, InputError, MissingFramesError
-from rvm_vfx.imageio import ImageHeader, Plate, read_image
+from rvm_vfx.imageio import ImageHeader, Plate, read_image, timing_attributes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -334,6 +334,75 @@ class ImageSequence:
         return f"ImageSequence({self.pattern!r}, layer={self.layer!r})"
 
 
+_TIMECODE = re.compile(r"(\d{1,2}):(\d{2}):(\d{2})([:;.,])(\d{2})")
+
+
+def _bcd(value: int) -> int:
+    return (value // 10) << 4 | value % 10
+
+
+@dataclass(frozen=True)
+class Timecode:
+    """A video's start timecode, counted as SMPTE 12M counts: whole frames at the nominal rate.
+
+    23.976 fps counts 24 frames a second (its timecode drifts from the clock, as editorial expects);
+    29.97 and 59.94 fps written with ``;`` are drop-frame: frame numbers 0 and 1 (0-3 at 59.94) are
+    skipped at the start of every minute except each tenth, so that the timecode keeps to the clock.
+    """
+
+    start: int  # frames since 00:00:00:00
+    fps: int
+    drop: bool
+
+    @classmethod
+    def parse(cls, text: str, rate: Fraction) -> Timecode | None:
+        """``HH:MM:SS:FF`` (or ``;`` / ``.`` before the frames for drop-frame); None when not one."""
+        match = _TIMECODE.fullmatch(text.strip())
+        fps = round(rate)
+        if match is None or fps < 1:
+            return None
+        hours, minutes, seconds, separator, frames = match.groups()
+        h, m, s, f = int(hours), int(minutes), int(seconds), int(frames)
+        if h > 23 or m > 59 or s > 59 or f >= fps:
+            return None
+        drop = separator in ";.," and fps % 30 == 0  # drop-frame exists only for the 30000/1001 family
+        count = (3600 * h + 60 * m + s) * fps + f
+        if drop:
+            total_minutes = 60 * h + m
+            count -= cls._dropped_per_minute(fps) * (total_minutes - total_minutes // 10)
+        return cls(count, fps, drop)
+
+    @staticmethod
+    def _dropped_per_minute(fps: int) -> int:
+        return fps // 15  # 2 at 29.97, 4 at 59.94
+
+    def fields(self, index: int) -> tuple[int, int, int, int]:
+        """(hours, minutes, seconds, frames) of the ``index``-th frame after the start, wrapping at 24 h."""
+        n = self.start + index
+        if self.drop:
+            dropped = self._dropped_per_minute(self.fps)
+            per_ten = 600 * self.fps - 9 * dropped
+            per_minute = 60 * self.fps - dropped
+            tens, rest = divmod(n, per_ten)
+            n += 9 * dropped * tens + (dropped * ((rest - dropped) // per_minute) if rest > dropped else 0)
+        frames = n % self.fps
+        seconds = n // self.fps
+        return seconds // 3600 % 24, seconds // 60 % 60, seconds % 60, frames
+
+    def packed(self, index: int) -> tuple[int, int]:
+        """The ``index``-th frame's timecode as OpenEXR's ``timeCode`` stores it: (BCD time and flags, user bits).
+
+        The frames field holds 0-29; above 30 fps SMPTE counts frame pairs and flags the second of each.
+        """
+        hours, minutes, seconds, frames = self.fields(index)
+        second_of_pair = 0
+        if self.fps > 30:
+            frames, second_of_pair = divmod(frames, 2)
+        value = _bcd(frames) | int(self.drop) << 6 | second_of_pair << 15
+        value |= _bcd(seconds) << 8 | _bcd(minutes) << 16 | _bcd(hours) << 24
+        return value, 0
+
+
 class VideoSource:
     """A video file as frames ``start_frame, start_frame + 1, ...``, decoded with PyAV.
 
@@ -343,6 +412,10 @@ class VideoSource:
     matte that is one frame off its plate is worse than a slow one. Pixels are 8 bits (or 16 for
     high-bit-depth video) sRGB-encoded RGB in [0, 1], converted by FFmpeg using the stream's own
     matrix and range tags.
+
+    A video has no per-frame header, so each frame's gets the container's frame rate and, where the
+    container has a start timecode, that frame's own timecode: the matte sequence then lines up in
+    editorial and in Nuke as the video did.
     """
 
     def __init__(self, path: str | os.PathLike[str], start_frame: int = 1) -> None:
@@ -371,7 +444,26 @@ class VideoSource:
         self._count = int(stream.frames) or self._count_packets()
         if self._count <= 0:
             raise ImageReadError(f"{self.filename}: video has no frames")
+        self._warnings: list[str] = []
+        self.timecode = self._find_timecode()
         self._cached: tuple[int, np.ndarray] | None = None
+
+    def _find_timecode(self) -> Timecode | None:
+        """The start timecode, where FFmpeg puts it: the video stream (mov/mp4 tmcd), the container (MXF),
+        or a data stream of its own."""
+        container = self._container
+        places = [self._stream.metadata, container.metadata, *(s.metadata for s in container.streams.data)]
+        text = next((place["timecode"] for place in places if place.get("timecode")), None)
+        if text is None or self.frame_rate is None:
+            return None
+        timecode = Timecode.parse(text, self.frame_rate)
+        if timecode is None:
+            # No file name: the render reports a sequence-wide warning once, by its text.
+            self._warnings.append(
+                f"video timecode {text!r} is not HH:MM:SS:FF at {float(self.frame_rate):.3f} fps; "
+                "the mattes carry no timecode"
+            )
+        return timecode
 
     def _open(self) -> None:
         av = self._av
@@ -411,12 +503,18 @@ class VideoSource:
     def path(self, frame: int) -> str:
         return self.filename
 
-    def header(self) -> ImageHeader:
+    def header(self, frame: int | None = None) -> ImageHeader:
+        """The header of ``frame`` (its timecode), or of the video as a whole when None."""
+        timecode = None
+        if self.timecode is not None and frame is not None:
+            timecode = self.timecode.packed(frame - self.start_frame)
+        timing, types = timing_attributes(self.frame_rate, timecode)
         return ImageHeader(
             width=self.width,
             height=self.height,
             pixel_aspect=self.pixel_aspect,
-            attributes={"rvm:source_video": self.filename},
+            attributes={"rvm:source_video": self.filename, **timing},
+            attribute_types=types,
             colorspace=None,
             is_float=False,
             format_name=self.codec,
@@ -433,7 +531,7 @@ class VideoSource:
             if self._cached is None or self._cached[0] != index:
                 self._cached = (index, self._decode(index))
             rgb = self._cached[1].copy()
-        return Plate(rgb=rgb, header=self.header(), path=self.filename)
+        return Plate(rgb=rgb, header=self.header(frame), warnings=list(self._warnings), path=self.filename)
 
     def _decode(self, index: int) -> np.ndarray:
         av = self._av

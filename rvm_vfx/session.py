@@ -10,15 +10,18 @@ reuses the same layout and dtype.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, write_error
 from .model import MattingNetwork, auto_downsample_ratio
 from .model.inference import optimize_for_inference
 
@@ -26,6 +29,38 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SNAPSHOT_VERSION = 1
+
+#: The smallest image (height, width) the network takes. Every stride-2 step of both encoders (3×3
+#: convolutions, ResNet's max pool) and the decoder's 2×2 ceil-mode average pools map a side of n to
+#: ceil(n / 2), never to 0; the LR-ASPP and squeeze-excite pools are global; the decoder crops its ×2
+#: upsampling to the skip's size; the refiners' 3×3 box filters are zero-padded. So one pixel is enough,
+#: as running every variant and refiner on 1×N and N×1 images confirms; what fails is a ratio so small
+#: that the bilinear downsample rounds a side to 0.
+MIN_NETWORK_INPUT = (1, 1)
+
+
+def network_input_size(height: int, width: int, ratio: float) -> tuple[int, int]:
+    """The (height, width) the network runs at: ``F.interpolate``'s rule, floor(side × ratio) in doubles."""
+    if ratio == 1:
+        return height, width
+    return math.floor(float(height) * ratio), math.floor(float(width) * ratio)
+
+
+def smallest_ratio(height: int, width: int, significant: int = 3) -> float:
+    """The smallest ratio, rounded up to ``significant`` digits, at which the network can take this plate."""
+    need_h, need_w = MIN_NETWORK_INPUT
+    exact = max(Fraction(need_h, height), Fraction(need_w, width))
+    if exact >= 1:
+        return 1.0
+    scale = 10 ** (significant - 1 - math.floor(math.log10(exact)))
+    steps = math.ceil(exact * scale)
+    # Rounding in binary may leave a side a hair under a whole pixel: step up until the network's own rule agrees.
+    while True:
+        ratio = min(steps / scale, 1.0)
+        size = network_input_size(height, width, ratio)
+        if size[0] >= need_h and size[1] >= need_w:
+            return ratio
+        steps += 1
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -43,6 +78,11 @@ def pick_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "cuda", "mps"):
         raise InputError(f"unknown device {device!r}; expected auto, cpu, cuda or mps")
     return torch.device(device)
+
+
+def _decimal(value: float) -> str:
+    """A ratio as an artist types it: shortest round-trip digits, never in exponent form (0.00001, not 1e-05)."""
+    return format(Decimal(repr(float(value))), "f")
 
 
 class MattingSession:
@@ -91,6 +131,24 @@ class MattingSession:
             return auto_downsample_ratio(height, width)
         return float(self.downsample_ratio)
 
+    def _check_ratio(self, size: tuple[int, int], ratio: float) -> None:
+        """Refuse, before any network call, a ratio that would leave the network an empty image.
+
+        Checked per plate size, since the same ratio suits one plate and not a smaller one; the message
+        names the smallest ratio that works, so an artist does not have to work it out.
+        """
+        height, width = size
+        net_h, net_w = network_input_size(height, width, ratio)
+        need_h, need_w = MIN_NETWORK_INPUT
+        if net_h >= need_h and net_w >= need_w:
+            return
+        which = "the automatic downsample ratio" if self.downsample_ratio == "auto" else "downsample ratio"
+        raise InputError(
+            f"{which} {_decimal(ratio)} is too small for this {width}×{height} plate: the network's input would "
+            f"be {net_w}×{net_h} pixels and it needs at least {need_w}×{need_h}; "
+            f"use {_decimal(smallest_ratio(height, width))} or more"
+        )
+
     def _autocast(self) -> Any:
         if self.precision == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -107,8 +165,10 @@ class MattingSession:
                 "recurrent state reset"
             )
             self.reset()
-        self.frame_size = size
         ratio = self.ratio_for(*size)
+        if size != self.frame_size:
+            self._check_ratio(size, ratio)
+        self.frame_size = size
         frames = src.to(device=self.device, dtype=self._input_dtype, non_blocking=True)
         with torch.inference_mode(), self._autocast():
             if frames.shape[0] == 1:
@@ -158,11 +218,22 @@ class MattingSession:
 
 
 def save_snapshot(path: str | os.PathLike[str], snap: dict[str, Any]) -> None:
-    """Write a snapshot atomically, so a crash mid-save leaves the previous one intact."""
+    """Write a snapshot atomically, so a crash mid-save leaves the previous one intact.
+
+    Torch writes through a Python file so that a full disk keeps its errno (given a path, torch's zip
+    writer says only "unexpected pos"). A failed write leaves no partial file and becomes an OutputError
+    naming the snapshot, and on a full disk the space left there.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(snap, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(snap, handle)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_error(path, "cannot write snapshot", exc) from exc
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:

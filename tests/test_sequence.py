@@ -333,14 +333,16 @@ def _decode_directly(path: Path, count: int) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    ("name", "count", "size", "rate"),
+    ("name", "count", "size", "rate", "timecode"),
     [
-        ("01_dog.mp4", 289, (720, 1280), Fraction(30000, 1001)),
-        ("05_default_juggle.mp4", 247, (720, 1280), Fraction(24)),
-        ("bedroom.mp4", 200, (540, 960), Fraction(30)),
+        ("01_dog.mp4", 289, (720, 1280), Fraction(30000, 1001), (0, 0)),  # tagged 00:00:00:00
+        ("05_default_juggle.mp4", 247, (720, 1280), Fraction(24), None),
+        ("bedroom.mp4", 200, (540, 960), Fraction(30), None),
     ],
 )
-def test_video_frame_count_and_size(name: str, count: int, size: tuple[int, int], rate: Fraction) -> None:
+def test_video_frame_count_and_size(
+    name: str, count: int, size: tuple[int, int], rate: Fraction, timecode: tuple[int, int] | None
+) -> None:
     with VideoSource(FOOTAGE / name, start_frame=1001) as video:
         assert video.frames() == list(range(1001, 1001 + count))
         assert (video.first, video.last) == (1001, 1000 + count)
@@ -353,7 +355,10 @@ def test_video_frame_count_and_size(name: str, count: int, size: tuple[int, int]
         assert float(plate.rgb.std()) > 0.05
         assert plate.colorspace is None and not plate.is_float
         assert (plate.header.width, plate.header.height) == (size[1], size[0])
-        assert plate.header.attributes == {"rvm:source_video": str(FOOTAGE / name)}
+        expected = {"rvm:source_video": str(FOOTAGE / name), "framesPerSecond": (rate.numerator, rate.denominator)}
+        if timecode is not None:
+            expected["smpte:TimeCode"] = timecode
+        assert plate.header.attributes == expected
 
 
 def test_video_frames_are_numbered_exactly() -> None:
