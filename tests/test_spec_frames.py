@@ -86,13 +86,15 @@ def test_format_frames_is_compact() -> None:
 def test_format_frames_truncates_long_lists() -> None:
     every_third_pair = [f for start in range(0, 300, 3) for f in (start, start + 1)]
     assert format_frames(every_third_pair, limit=3) == "0-1, 3-4, 6-7, ... (97 more)"
+    assert format_frames(every_third_pair, limit=None).count(",") == 99
+    assert len(format_frames(every_third_pair).split(", ")) == 21  # 20 groups and the count of the rest
 
 
 def test_format_and_parse_round_trip() -> None:
     rng = random.Random(12)
     for _ in range(200):
         frames = sorted(set(rng.sample(range(-50, 2000), rng.randint(1, 60))))
-        assert parse_frames(format_frames(frames, limit=1000)) == frames
+        assert parse_frames(format_frames(frames, limit=None)) == frames
 
 
 # ------------------------------------------------------------------------------------------ patterns

@@ -60,11 +60,11 @@ def parse_frames(text: str) -> list[int]:
     return sorted(frames)
 
 
-def format_frames(frames: Iterable[int], limit: int = 20) -> str:
+def format_frames(frames: Iterable[int], limit: int | None = 20) -> str:
     """Compact text for a frame list, the inverse of ``parse_frames``: ``1003-1005, 1010, 1020-1030x2``.
 
     Only the first ``limit`` groups are spelled out, so a message about a sequence with thousands of
-    gaps stays readable.
+    gaps stays readable; a job's ``frames`` needs them all (``limit=None``) to parse back.
     """
     values = sorted(set(frames))
     groups: list[str] = []
@@ -84,7 +84,7 @@ def format_frames(frames: Iterable[int], limit: int = 20) -> str:
             step = values[i + 1] - values[i]
             groups.append(f"{values[i]}-{values[j]}" + (f"x{step}" if step != 1 else ""))
         i = j + 1
-    if len(groups) > limit:
+    if limit is not None and len(groups) > limit:
         return ", ".join(groups[:limit]) + f", ... ({len(groups) - limit} more)"
     return ", ".join(groups)
 
