@@ -37,7 +37,7 @@ from .job import OUTPUT_FIELDS, Job
 from .model import MattingNetwork
 from .sequence import FrameSource, format_frame, format_frames, open_source, parse_frames, resolve_frames
 from .session import MattingSession, load_snapshot, pick_device, save_snapshot
-from .weights import default_checkpoint, load_model, sha256_of
+from .weights import load_model, resolve_checkpoint, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ _MODEL_LOCK = threading.Lock()
 
 def cached_model(checkpoint: str | None) -> tuple[MattingNetwork, str]:
     """(model, sha256) for a checkpoint, loaded once per process: farm workers render many jobs."""
-    path = str(Path(checkpoint) if checkpoint else default_checkpoint())
-    key = (os.path.realpath(path), str(os.path.getmtime(path)) if os.path.exists(path) else "")
+    path = str(resolve_checkpoint(checkpoint))  # a missing one fails here, saying how to get one
+    key = (os.path.realpath(path), str(os.path.getmtime(path)))
     with _MODEL_LOCK:
         if key not in _MODEL_CACHE:
             model = load_model(path)

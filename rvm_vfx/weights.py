@@ -31,6 +31,12 @@ from .model import MattingNetwork
 OFFICIAL_URL = "https://github.com/PeterL1n/RobustVideoMatting/releases/download/v1.0.0/rvm_mobilenetv3.pth"
 OFFICIAL_FILENAME = "rvm_mobilenetv3.pth"
 CHECKPOINT_ENV = "RVM_VFX_CHECKPOINT"
+# Ends every "no such checkpoint" message: a first-time user has none yet and must learn how to get one.
+GET_A_CHECKPOINT = (
+    f"run `rvm-vfx download-weights` (the official {OFFICIAL_FILENAME}), or pass --checkpoint PATH or set "
+    f"${CHECKPOINT_ENV} to one of: a .pth state_dict, an official TorchScript .torchscript, or a TF.js "
+    "model.json or its folder"
+)
 
 StateDict = dict[str, torch.Tensor]
 
@@ -50,6 +56,29 @@ def default_checkpoint() -> Path:
     if env:
         return Path(env)
     return cache_dir() / OFFICIAL_FILENAME
+
+
+def resolve_checkpoint(path: str | os.PathLike[str] | None) -> Path:
+    """The checkpoint a render loads: ``path``, else :func:`default_checkpoint`; it must exist.
+
+    Checked here, before any reader sees the path, so that a missing file, the usual state of a fresh
+    install, is reported with what to do about it rather than as a bare "not found".
+    """
+    if path:
+        path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"{path}: checkpoint not found: {GET_A_CHECKPOINT}")
+        if path.is_dir() and (path / "model.json").is_file():
+            return path / "model.json"  # a TF.js export's folder: its manifest, which names (and hashes) the shards
+        return path
+    default = default_checkpoint()
+    if not default.exists():
+        if os.environ.get(CHECKPOINT_ENV):
+            where = f"${CHECKPOINT_ENV} names {default}, which"
+        else:
+            where = f"the default {default}"
+        raise CheckpointError(f"no checkpoint given and {where} does not exist: {GET_A_CHECKPOINT}")
+    return default
 
 
 def download_weights(dest: Path | None = None, url: str = OFFICIAL_URL, timeout: float = 60.0) -> Path:
@@ -495,13 +524,7 @@ def load_model(
     path: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> MattingNetwork:
     """An eval-mode network from any supported weights file (default: :func:`default_checkpoint`)."""
-    if path is None:
-        path = default_checkpoint()
-        if not Path(path).exists():
-            raise CheckpointError(
-                f"no checkpoint given and the default {path} does not exist: run `rvm-vfx download-weights`, "
-                f"or pass --checkpoint, or set ${CHECKPOINT_ENV}"
-            )
+    path = resolve_checkpoint(path)
     state = load_state_dict(path)
     model = build_model(state, str(path))
     return model.to(device=device, dtype=dtype)

@@ -21,7 +21,7 @@ import pytest
 
 from rvm_vfx.job import Job
 
-from .conftest import DATA, ROOT, TFJS_MODEL
+from .conftest import DATA, ROOT, TFJS_MODEL, require_blender_python
 
 BLENDER_PYTHON = ROOT / ".venv-blender" / "bin" / "python"
 DRIVER = ROOT / "tests" / "blender_driver" / "drive_rvm_matte.py"
@@ -86,8 +86,7 @@ def make_plate(folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def blender_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    if not BLENDER_PYTHON.exists():
-        pytest.fail(f"{BLENDER_PYTHON} not found: run .ci/setup_blender_env.sh to create Blender's venv (bpy 5.0.1)")
+    require_blender_python(BLENDER_PYTHON)  # skips without Blender's optional venv, fails in CI
     work = tmp_path_factory.mktemp("blender")
     plates = make_plate(work / "plates")
     fake = work / "fake_engine" / "python"

@@ -217,9 +217,16 @@ def test_refusal_names_what_was_refused(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- errors that name the problem
 
 
+_GET_A_CHECKPOINT = (
+    "run `rvm-vfx download-weights` (the official rvm_mobilenetv3.pth), or pass --checkpoint PATH or set "
+    "$RVM_VFX_CHECKPOINT to one of: a .pth state_dict, an official TorchScript .torchscript, or a TF.js "
+    "model.json or its folder"
+)
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.pth"
-    with pytest.raises(CheckpointError, match=_check_message(path, "checkpoint not found") + "$"):
+    with pytest.raises(CheckpointError, match=_check_message(path, f"checkpoint not found: {_GET_A_CHECKPOINT}") + "$"):
         load_model(path)
 
 
@@ -404,10 +411,7 @@ def test_load_model_without_any_checkpoint_says_how_to_get_one(monkeypatch: pyte
     monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     default = tmp_path / "rvm-vfx" / "rvm_mobilenetv3.pth"
-    expected = (
-        f"no checkpoint given and the default {default} does not exist: run `rvm-vfx download-weights`, "
-        f"or pass --checkpoint, or set ${CHECKPOINT_ENV}"
-    )
+    expected = f"no checkpoint given and the default {default} does not exist: {_GET_A_CHECKPOINT}"
     with pytest.raises(CheckpointError, match="^" + re.escape(expected) + "$"):
         load_model(None)
 
