@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rvm_vfx.errors import OutputError, write_error
 
 from .fsutil import atomic_write_json, pid_alive, read_json_quiet
 from .layout import CLAIM_PREFIX, DROP, HEARTBEAT, TICKET
@@ -63,12 +66,24 @@ class Claim:
 
 
 def _create_exclusive(path: Path, data: dict[str, Any]) -> bool:
+    """Create a claim file that only one process can create; False when another process has.
+
+    A claim whose contents cannot be written (a full disk still has an inode for the empty file) is
+    removed again and raises OutputError: an empty claim would name no owner and fence nobody.
+    """
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({**data, "time": time.time()}, handle)
+    except OSError as exc:
+        raise write_error(path, "cannot create claim", exc) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({**data, "time": time.time()}, handle)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise write_error(path, "cannot write claim", exc) from exc
     return True
 
 
@@ -79,8 +94,13 @@ def claim_item(item: Path, active: Path, worker_id: str) -> Claim | None:
     except FileNotFoundError:
         return None
     job_dir = active / new_job_id(item.name)
-    job_dir.mkdir()
-    dest = job_dir / (DROP if stat.S_ISDIR(mode) else TICKET)
+    try:
+        job_dir.mkdir()
+    except OSError as exc:
+        raise write_error(job_dir, "cannot make the job folder", exc) from exc
+    # A link to a folder is filed like a dropped folder, so that it is refused as one (never followed).
+    folder = stat.S_ISDIR(mode) or (stat.S_ISLNK(mode) and item.is_dir())
+    dest = job_dir / (DROP if folder else TICKET)
     try:
         os.rename(item, dest)
     except FileNotFoundError:
@@ -89,9 +109,27 @@ def claim_item(item: Path, active: Path, worker_id: str) -> Claim | None:
     except OSError:
         job_dir.rmdir()
         raise
-    _create_exclusive(job_dir / f"{CLAIM_PREFIX}0", owner_info(worker_id, 0))
+    try:
+        _create_exclusive(job_dir / f"{CLAIM_PREFIX}0", owner_info(worker_id, 0))
+    except OutputError:
+        _unclaim(item, dest)
+        raise
     log.info("claimed %s as %s", item.name, job_dir.name)
     return Claim(job_dir, worker_id, 0)
+
+
+def _unclaim(item: Path, dest: Path) -> None:
+    """Put an item whose claim could not be written back where it was dropped, to be taken when it can be.
+
+    Should that fail (or a new item of the same name be there now), the folder stays in ``active/``
+    without a claim, which the takeover scan treats as abandoned after the heartbeat timeout.
+    """
+    try:
+        if not os.path.lexists(item):
+            os.rename(dest, item)
+            dest.parent.rmdir()
+    except OSError as exc:
+        log.warning("%s stays in %s unclaimed: %s", item.name, dest.parent, exc)
 
 
 def current_generation(job_dir: Path) -> int:

@@ -7,7 +7,6 @@ the new one, never half of one.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import uuid
@@ -100,14 +99,3 @@ def pid_alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
-
-
-def is_no_space(exc: BaseException) -> bool:
-    """ENOSPC or EDQUOT anywhere in the chain, or in the message (OpenImageIO only passes text on)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc).lower()
-    return "no space left" in text or "disk quota" in text

@@ -5,6 +5,8 @@
   for the settle time (it is then taken, and fails with a parse error if it is still broken).
 * A folder is complete when its files (names, sizes, mtimes, recursively) have not changed for the
   settle time, it holds at least one file and none of them has a temporary name.
+* A symlink (to a ticket or to a folder) is taken at once and never followed: claiming it moves the
+  link, and the job is filed under ``failed/`` because links are refused; its target is not touched.
 
 watchdog's created and moved events wake the worker at once; a rescan every ``rescan_interval``
 catches what events miss (NFS and SMB deliver none for other machines' writes).
@@ -154,8 +156,9 @@ class Intake:
             if is_temporary_name(name):
                 continue
             path = self.incoming / name
-            is_dir = path.is_dir() and not path.is_symlink()
-            if not is_dir and not name.lower().endswith(".json"):
+            link = path.is_symlink()
+            is_dir = path.is_dir() and not link
+            if not is_dir and not name.lower().endswith(".json") and not (link and path.is_dir()):
                 continue  # stray files (notes, thumbnails) are left alone
             present.add(name)
             temporary = False
@@ -172,7 +175,9 @@ class Intake:
                     seen = self._seen[name] = _Seen(signature, now, first, renamed=seen.renamed if seen else False)
                 if name in renamed:
                     seen.renamed = True
-            if self._complete(path, is_dir, signature, temporary, seen, now):
+            if link:  # made in one step, and refused once claimed: nothing to wait for, nothing to read
+                out.append(Ready(path, 0, seen.first_seen))
+            elif self._complete(path, is_dir, signature, temporary, seen, now):
                 out.append(Ready(path, peek_priority(path), seen.first_seen))
         with self._lock:
             for gone in set(self._seen) - present:

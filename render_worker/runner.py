@@ -7,25 +7,27 @@ over by another worker) ready to resume. The worker itself never dies of a job.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from rvm_vfx.errors import InputError, OutputError
+from rvm_vfx.errors import InputError, OutputError, disk_full_detail, is_no_space, write_error
 from rvm_vfx.sequence import format_frame, format_frames
 
 from .claim import Claim, Heartbeat
 from .config import WorkerConfig
 from .executor_local import Outcome, ProgressSink
-from .fsutil import atomic_write_json, is_no_space
+from .fsutil import atomic_write_json
 from .layout import HEARTBEAT, LOG, REPORT, RUNS, Layout
 from .status import StatusFile
 from .ticket import Ticket, load_ticket
@@ -274,7 +276,7 @@ class JobRunner:
         if claim.superseded():
             log.warning("job %s was taken over while finishing; leaving it", claim.job_id)
             return
-        atomic_write_json(claim.job_dir / REPORT, report)
+        self._write_report(claim, report)
         (claim.job_dir / HEARTBEAT).unlink(missing_ok=True)  # a filed job has no owner to watch
         if report["state"] == "done":
             status.update(frames_done=report["frames_total"], fps=report["timings"]["fps"], force=False)
@@ -284,6 +286,26 @@ class JobRunner:
             dest = area / f"{claim.job_id}-{int(time.time())}"
         os.rename(claim.job_dir, dest)
         log.info("job %s -> %s/", claim.job_id, area.name)
+
+    def _write_report(self, claim: Claim, report: dict[str, Any]) -> None:
+        """On a full watch root the job's own snapshots (no use once it is filed) make room for its report.
+
+        Raises OutputError when even then it cannot be written: the job then stays in ``active/``, and
+        is taken up again once its heartbeat is stale and the disk has room.
+        """
+        path = claim.job_dir / REPORT
+        try:
+            atomic_write_json(path, report)
+            return
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise write_error(path, "cannot write the job's report", exc) from exc
+        for folder in self.executor.state_dirs(claim.job_dir):
+            remove_snapshots(folder)
+        try:
+            atomic_write_json(path, report)
+        except OSError as exc:
+            raise write_error(path, "cannot write the job's report", exc) from exc
 
 
 def remove_snapshots(state: Path) -> None:
@@ -322,16 +344,11 @@ def diagnose_output(folder: Path) -> tuple[str, str] | None:
     """Why an output could not be written, when the message does not say (OpenImageIO drops errno).
 
     A probe write gets the operating system's own error; a file system with less than two frames'
-    (or 1 MiB) space left counts as full even when the small probe still fits.
+    (or 1 MiB) space left counts as full even when the small probe still fits. Never raises: it only
+    adds to a failure being filed (on a read-only mount even removing the absent probe fails).
     """
     while not folder.is_dir() and folder != folder.parent:
         folder = folder.parent
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return None
-    free = st.f_bavail * st.f_frsize
-    where = f"{free // 1024} KiB free of {st.f_blocks * st.f_frsize // 1024} KiB on the file system of {folder}"
     probe = folder / f".rvm-worker-probe.{os.getpid()}.tmp"
     try:
         with open(probe, "wb") as handle:
@@ -340,19 +357,30 @@ def diagnose_output(folder: Path) -> tuple[str, str] | None:
             os.fsync(handle.fileno())
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return "disk full", f"{os.strerror(exc.errno)}: {where}"
+            return "disk full", str(disk_full_detail(folder, code=exc.errno))
         return "output", f"output folder not writable: {exc.strerror or exc}"
     finally:
-        probe.unlink(missing_ok=True)
-    frames = [p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix == ".exr"]
-    if free < max(2 * max(frames, default=0), 1 << 20):
-        return "disk full", f"{os.strerror(errno.ENOSPC)}: {where}"
-    return None
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+    try:
+        frames = [p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix == ".exr"]
+    except OSError:
+        frames = []
+    detail = disk_full_detail(folder, needed=max(2 * max(frames, default=0), 1 << 20))
+    return ("disk full", detail) if detail else None
+
+
+class _JobLogHandler(logging.FileHandler):
+    """``job.log``: advisory like ``status.json``, so a full or flaky share does not print a traceback per line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
 
 
 def _attach_job_log(path: Path, worker_id: str) -> logging.Handler | None:
     try:
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _JobLogHandler(path, encoding="utf-8")
     except OSError:
         return None
     handler.setFormatter(logging.Formatter(f"%(asctime)s {worker_id} %(levelname)s %(name)s: %(message)s"))

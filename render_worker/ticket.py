@@ -79,7 +79,10 @@ def load_ticket(job_dir: Path, config: WorkerConfig) -> Ticket:
         data = read_ticket_file(job_dir / TICKET)
         kind, input_base, input_roots = "ticket", None, list(config.allow_input_roots)
     elif drop.is_symlink():
-        raise InputError("dropped folder is a symlink; copy the frames in instead")
+        raise InputError(
+            f"dropped folder {_drop_name(job_dir)!r} is a symlink (to {os.readlink(drop)}); "
+            "symlinks are refused: copy the frames in instead"
+        )
     elif drop.is_dir():
         inner = drop / DROP_TICKET
         data = read_ticket_file(inner) if inner.exists() or inner.is_symlink() else {}

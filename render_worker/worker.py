@@ -15,6 +15,8 @@ import threading
 import time
 from types import FrameType
 
+from rvm_vfx.errors import OutputError
+
 from .claim import Claim, claim_item, try_takeover
 from .config import WorkerConfig
 from .executor_local import LocalExecutor
@@ -138,6 +140,8 @@ class Worker:
         self.announce("busy", claim.job_id)
         try:
             self.runner.run(claim, self._job_stop)
+        except OutputError as exc:  # e.g. a full watch root: the job stays in active/, resumable, the worker goes on
+            log.error("job %s could not be filed; it stays in active/ to be taken up again: %s", claim.job_id, exc)
         except Exception:  # noqa: BLE001 - e.g. failed/ unwritable: the job stays in active/, the worker goes on
             log.exception("job %s could not be filed", claim.job_id)
         finally:
@@ -154,13 +158,17 @@ class Worker:
             self._next_takeover_scan = now + min(self.config.rescan_interval, self.config.heartbeat_timeout / 2)
             for job_dir in sorted(self.layout.active.iterdir()) if self.layout.active.is_dir() else []:
                 if job_dir.is_dir() and not job_dir.name.startswith("."):
-                    claim = try_takeover(job_dir, self.config.worker_id, self.config.heartbeat_timeout)
+                    try:
+                        claim = try_takeover(job_dir, self.config.worker_id, self.config.heartbeat_timeout)
+                    except (OSError, OutputError) as exc:  # a full watch root: try again at the next scan
+                        log.error("cannot take over %s: %s", job_dir.name, exc)
+                        continue
                     if claim is not None:
                         return claim
         for ready in self.intake.ready():
             try:
                 claim = claim_item(ready.path, self.layout.active, self.config.worker_id)
-            except OSError as exc:
+            except (OSError, OutputError) as exc:
                 log.error("cannot claim %s: %s", ready.path.name, exc)
                 continue
             self.intake.forget(ready.path)

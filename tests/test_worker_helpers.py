@@ -8,6 +8,7 @@ never on time: ``wait_for`` polls a condition until a generous deadline (this su
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import OpenImageIO as oiio
+import pytest
 
 from .conftest import ROOT, TFJS_MODEL
 from .plates import portrait_clip
@@ -244,3 +246,55 @@ class WorkerProcess:
         except OSError:
             return ""
         return f"--- {self.name} ---\n" + "\n".join(text[-lines:])
+
+
+# --------------------------------------------------------------------------- real full and read-only file systems
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (e.g. ``"2m"``) on ``folder``; skips the test where mounting is impossible.
+
+    Whether mounting works is found by trying it (root in a container may still lack the capability).
+    The lazy unmount in ``finally`` also detaches a mount that a failed test left files open on.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here ({exc}); the injected-errno tests cover the logic")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True, timeout=30)
+
+
+def remount_read_only(folder: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True, timeout=30)
+
+
+def fill_up(mount: Path, leave: int = 0) -> Path:
+    """Fill a file system with ``mount/filler.bin`` until the kernel says ENOSPC, then give ``leave`` bytes back."""
+    filler = mount / "filler.bin"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        chunk = b"\0" * (1 << 16)
+        while True:
+            try:
+                os.write(fd, chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                if len(chunk) == 1:
+                    break
+                chunk = chunk[: len(chunk) // 2]
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
