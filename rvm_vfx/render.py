@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import torch
 from . import __version__
 from .allocator import retain_freed_memory
 from .color import ColorPipeline, load_config
-from .errors import ImageReadError, InputError, OutputError
+from .errors import ImageReadError, InputError, OutputError, write_error
 from .imageio import Plate, write_exr
 from .job import OUTPUT_FIELDS, Job
 from .model import MattingNetwork
@@ -443,7 +444,10 @@ class _Renderer:
         """True when the folder already belongs to this job (its outputs are ours to replace)."""
         if self.state_dir is None:
             return False
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.state_dir, "cannot create the state folder", exc) from exc
         marker = self.state_dir / "render.json"
         fingerprint = _job_fingerprint(self.job)
         if marker.exists():
@@ -455,8 +459,13 @@ class _Renderer:
             for index in self._snapshots():  # another job's snapshots must never seed this one
                 (self.state_dir / f"snapshot.{index}.pt").unlink(missing_ok=True)
         tmp = marker.with_name(".render.json.tmp")
-        tmp.write_text(json.dumps({"fingerprint": fingerprint, "job": self.job.to_dict()}, indent=2))
-        os.replace(tmp, marker)
+        try:
+            tmp.write_text(json.dumps({"fingerprint": fingerprint, "job": self.job.to_dict()}, indent=2))
+            os.replace(tmp, marker)
+        except OSError as exc:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise write_error(marker, "cannot write the state marker", exc) from exc
         return False
 
     def _resume_point(self, frames: list[tuple[int, int]]) -> tuple[int, dict[str, Any] | None]:
