@@ -12,9 +12,7 @@ EXR that a later ``--resume`` or a compositor would take for a finished one.
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ import numpy as np
 import OpenImageIO as oiio
 import torch
 
-from rvm_vfx.errors import ImageReadError, InputError, OutputError
+from rvm_vfx.errors import ImageReadError, InputError, OutputError, disk_full_detail
 
 __all__ = [
     "EXR_COMPRESSIONS",
@@ -542,11 +540,8 @@ def _write_exr_file(path: str, spec: oiio.ImageSpec, pixels: np.ndarray) -> None
 
 def _disk_hint(path: str, needed: int) -> str:
     """OpenImageIO reports a full disk as a bare "write failed"; say so when the free space explains it."""
-    try:
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    except OSError:
-        return ""
-    return f" ({os.strerror(errno.ENOSPC)}: {free // 1024} KiB free)" if free < needed else ""
+    detail = disk_full_detail(path, needed)
+    return f" ({detail})" if detail else ""
 
 
 def _temporary_name(path: str) -> str:

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, write_error
 from .model import MattingNetwork, auto_downsample_ratio
 from .model.inference import optimize_for_inference
 
@@ -218,11 +218,22 @@ class MattingSession:
 
 
 def save_snapshot(path: str | os.PathLike[str], snap: dict[str, Any]) -> None:
-    """Write a snapshot atomically, so a crash mid-save leaves the previous one intact."""
+    """Write a snapshot atomically, so a crash mid-save leaves the previous one intact.
+
+    Torch writes through a Python file so that a full disk keeps its errno (given a path, torch's zip
+    writer says only "unexpected pos"). A failed write leaves no partial file and becomes an OutputError
+    naming the snapshot, and on a full disk the space left there.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(snap, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(snap, handle)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_error(path, "cannot write snapshot", exc) from exc
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:
