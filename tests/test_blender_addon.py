@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -23,9 +24,10 @@ from rvm_vfx.job import Job
 
 from .conftest import DATA, ROOT, TFJS_MODEL, require_blender_python
 
-BLENDER_PYTHON = ROOT / ".venv-blender" / "bin" / "python"
+# Another Blender (bpy 4.2, 4.5...) or add-on version can be put under the same test with these.
+BLENDER_PYTHON = Path(os.environ.get("RVM_VFX_BLENDER_PYTHON", ROOT / ".venv-blender" / "bin" / "python"))
 DRIVER = ROOT / "tests" / "blender_driver" / "drive_rvm_matte.py"
-ADDON = ROOT / "plugins" / "blender"
+ADDON = Path(os.environ.get("RVM_VFX_BLENDER_ADDON", ROOT / "plugins" / "blender"))
 FRAMES, FIRST = 3, 1001
 WIDTH, HEIGHT = 128, 96
 RENDER_FRAME = 2  # scene frame 2 shows plate frame 1002 through the Image node's offset
@@ -70,15 +72,15 @@ def make_movie(path: Path, plates: list[Path]) -> Path:
     return path
 
 
-def make_plate(folder: Path) -> list[Path]:
+def make_plate(folder: Path, name: str = "plate", first_portrait: int = 0) -> list[Path]:
     """Three 128x96 frames from different real portraits, so a wrong frame mapping shows in the pixels."""
     folder.mkdir(parents=True)
-    sources = sorted((DATA / "portraits" / "image").glob("*.jpg"))[:FRAMES]
+    sources = sorted((DATA / "portraits" / "image").glob("*.jpg"))[first_portrait : first_portrait + FRAMES]
     paths = []
     for i, source in enumerate(sources):
         buf = oiio.ImageBuf(str(source))
         small = oiio.ImageBufAlgo.resize(buf, roi=oiio.ROI(0, WIDTH, 0, HEIGHT, 0, 1, 0, 3))
-        path = folder / f"plate.{FIRST + i:04d}.png"
+        path = folder / f"{name}.{FIRST + i:04d}.png"
         assert small.write(str(path), "uint8"), small.geterror()
         paths.append(path)
     return paths
@@ -89,6 +91,9 @@ def blender_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     require_blender_python(BLENDER_PYTHON)  # skips without Blender's optional venv, fails in CI
     work = tmp_path_factory.mktemp("blender")
     plates = make_plate(work / "plates")
+    # Two shots whose plates share a file name (different people), and a movie of the same name.
+    shot_a = make_plate(work / "shotA", "juggle")
+    shot_b = make_plate(work / "shotB", "juggle", first_portrait=FRAMES)
     fake = work / "fake_engine" / "python"
     fake.parent.mkdir()
     fake.write_text(f"#!{sys.executable}\n{FAKE_ENGINE}")
@@ -101,6 +106,9 @@ def blender_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "checkpoint": str(TFJS_MODEL),
         "plate_first": str(plates[0]),
         "movie": str(make_movie(work / "movie.mp4", plates)),
+        "shot_a": str(shot_a[0]),
+        "shot_b": str(shot_b[0]),
+        "shot_a_movie": str(make_movie(work / "shotA" / "juggle.mp4", shot_a)),
         "frames": FRAMES,
         "first_frame": FIRST,
         "render_frame": RENDER_FRAME,
@@ -120,11 +128,14 @@ def blender_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     result = json.loads((work / "result.json").read_text())
     assert "driver_error" not in result, result["driver_error"] + proc.stdout[-4000:]
     result["plates"] = [str(p) for p in plates]
+    result["shot_plates"] = {"shot_a": [str(p) for p in shot_a], "shot_b": [str(p) for p in shot_b]}
     return result
 
 
-def test_runs_in_blender_5(blender_run: dict) -> None:
-    assert blender_run["blender"].startswith("5.0.1")
+def test_runs_in_the_blender_of_its_venv(blender_run: dict) -> None:
+    assert blender_run["blender"].startswith(blender_run["bpy_package"])
+    if "RVM_VFX_BLENDER_PYTHON" not in os.environ:
+        assert blender_run["bpy_package"] == "5.0.1"
 
 
 def test_extension_registers_and_unregisters_cleanly(blender_run: dict) -> None:
@@ -167,7 +178,7 @@ def test_job_written_by_the_addon_is_a_valid_engine_job(blender_run: dict) -> No
     assert job.output_colorspace == "lin_rec709"
     assert job.device == "cpu"
     assert job.checkpoint == str(TFJS_MODEL)
-    assert job.output.endswith("rvm/plate/plate_rvm.####.exr")
+    assert re.search(r"/rvm/plate-[0-9a-f]{8}/plate_rvm\.####\.exr$", job.output), job.output
 
 
 def test_matte_loaded_as_premultiplied_linear_sequence(blender_run: dict) -> None:
@@ -176,7 +187,7 @@ def test_matte_loaded_as_premultiplied_linear_sequence(blender_run: dict) -> Non
     assert image["source"] == "SEQUENCE"
     assert image["alpha_mode"] == "PREMUL"
     assert image["colorspace"] == "Linear Rec.709"
-    assert image["filepath"] == f"//rvm/plate/plate_rvm.{FIRST}.exr"
+    assert re.fullmatch(rf"//rvm/plate-[0-9a-f]{{8}}/plate_rvm\.{FIRST}\.exr", image["filepath"]), image["filepath"]
 
 
 def test_compositor_wired_to_group_output(blender_run: dict) -> None:
@@ -202,15 +213,19 @@ def _matte_frame(blender_run: dict) -> np.ndarray:
     return read(output.replace("####", f"{frame:04d}"))
 
 
-def test_engine_matte_is_linear_rec709_of_the_plate(blender_run: dict) -> None:
-    """Where the matte is solid the engine keeps the plate: this checks the colour spaces the add-on chose."""
-    matte = _matte_frame(blender_run)
-    plate = srgb_to_linear(read(blender_run["plates"][RENDER_FRAME - 1]))
+def assert_matte_keeps_plate(matte: np.ndarray, plate_path: str) -> None:
+    """Where the matte is solid the engine keeps the plate's own (linearised) pixels: the matte is of that plate."""
+    plate = srgb_to_linear(read(plate_path))
     alpha = matte[..., 3]
     solid, clear = alpha >= 0.999, alpha <= 0.001
     assert solid.mean() > 0.1 and clear.mean() > 0.1, "not a matte of a person"
     np.testing.assert_allclose(matte[..., :3][solid], plate[solid], atol=2e-3)
     assert np.abs(matte[..., :3][clear]).max() < 1e-3
+
+
+def test_engine_matte_is_linear_rec709_of_the_plate(blender_run: dict) -> None:
+    """This checks the colour spaces the add-on chose."""
+    assert_matte_keeps_plate(_matte_frame(blender_run), blender_run["plates"][RENDER_FRAME - 1])
 
 
 def test_alpha_over_render_matches_hand_composite(blender_run: dict) -> None:
@@ -236,8 +251,9 @@ def test_movie_plate_from_a_file_path(blender_run: dict) -> None:
     assert movie["result"] == ["FINISHED"], movie["error"]
     job = Job.from_dict(movie["job"])
     assert job.input.endswith("/movie.mp4") and job.start_frame == 1 and job.frames == "1-3"
-    assert job.output.endswith("rvm/movie/movie_rvm.####.exr")
-    assert movie["image"]["filepath"] == "//rvm/movie/movie_rvm.0001.exr"
+    folder = re.search(r"/rvm/(movie-[0-9a-f]{8})/movie_rvm\.####\.exr$", job.output)
+    assert folder, job.output
+    assert movie["image"]["filepath"] == f"//rvm/{folder.group(1)}/movie_rvm.0001.exr"
     assert "RVM Composite (movie.mp4).Image -> Group Output.Image" in movie["tree"]["links"]
     # Scene frame 2 is the movie's 2nd frame; the render is the matte's frame 0002 over the background.
     matte = read(job.output.replace("####", "0002"))
@@ -257,6 +273,9 @@ def test_modal_run_pumped_by_timer_events_finishes_and_wires(blender_run: dict) 
     done = [int(s.removeprefix("RVM Matte: ").split("/")[0]) for s in modal["statuses"][1:]]
     assert done == sorted(done) and done[-1] == 3
     assert all("/3 frames" in s and s.endswith("Esc to cancel") for s in modal["statuses"][1:])
+    # The movie chosen by its file path again: its Image node is found again, not added a second time.
+    plates = [n["name"] for n in modal["tree"]["nodes"] if n.get("image", "").startswith("movie.mp4")]
+    assert plates == ["movie.mp4"]
 
 
 def test_esc_stops_the_engine_and_reports(blender_run: dict) -> None:
@@ -273,3 +292,111 @@ def test_esc_stops_the_engine_and_reports(blender_run: dict) -> None:
         "RVM Matte: 1/3 frames · frame 1001 · 2.00 fps · ETA 0:01  Esc to cancel",
         "RVM Matte: stopping after the current frame…",
     ]
+
+
+# ------------------------------------------------------------------------------------------ issue 11
+
+
+def _node(tree: dict, name: str) -> dict:
+    return next(n for n in tree["nodes"] if n["name"] == name)
+
+
+def test_renamed_plate_node_updates_its_matte_instead_of_adding_one(blender_run: dict) -> None:
+    rename = blender_run["rename"]
+    renamed = rename["renamed"]
+    assert renamed["result"] == ["FINISHED"], renamed["error"]
+    names = sorted(n["name"] for n in renamed["tree"]["nodes"])
+    # The same nodes as before the rename; the matte and composite nodes follow the plate's new name.
+    assert len(names) == len(rename["before"]["nodes"])
+    assert "RVM Matte (Plate)" not in names and "RVM Composite (Plate)" not in names
+    assert "RVM Matte (Plate v2).Image -> RVM Composite (Plate v2).Foreground" in renamed["tree"]["links"]
+    assert "RVM Composite (Plate v2).Image -> Group Output.Image" in renamed["tree"]["links"]
+
+
+def test_plate_node_renamed_while_the_engine_renders_is_still_wired(blender_run: dict) -> None:
+    mid_run = blender_run["rename"]["mid_run"]
+    assert mid_run["result"] == ["FINISHED"], mid_run["reports"]
+    assert [kind for kind, _ in mid_run["reports"]] == [["INFO"]]
+    assert mid_run["reports"][0][1].endswith("→ RVM Composite (Plate v3)")
+    assert len(mid_run["tree"]["nodes"]) == len(blender_run["rename"]["before"]["nodes"])
+    assert "RVM Matte (Plate v3).Image -> RVM Composite (Plate v3).Foreground" in mid_run["tree"]["links"]
+
+
+def test_a_copied_plate_node_gets_its_own_matte(blender_run: dict) -> None:
+    rename = blender_run["rename"]
+    copied = rename["copied"]
+    assert copied["result"] == ["FINISHED"], copied["error"]
+    names = {n["name"] for n in copied["tree"]["nodes"]}
+    assert len(copied["tree"]["nodes"]) == len(rename["mid_run"]["tree"]["nodes"]) + 3  # the copy, its matte, its mix
+    assert {"RVM Matte (Plate v3)", "RVM Matte (Plate copy)", "RVM Composite (Plate copy)"} <= names
+    assert "RVM Matte (Plate copy).Image -> RVM Composite (Plate copy).Foreground" in copied["tree"]["links"]
+
+
+def test_wrong_image_node_offset_names_the_range_asked_and_on_disk(blender_run: dict) -> None:
+    offset = blender_run["offset"]
+    assert offset["result"] == ["CANCELLED"]
+    assert offset["error"] == (
+        "Error: RVM Matte: Image node 'Plate v3' asks for frames 1-3 (frame_start 1, offset 0, duration 3) "
+        "but the sequence on disk has frames 1001-1003: set the node's offset to 1000"
+    )
+
+
+def test_same_named_plates_get_their_own_folders_mattes_and_images(blender_run: dict) -> None:
+    runs = dict(blender_run["same_name"])
+    other_frame = runs.pop("shot_a_other_frame")
+    for label, run in runs.items():
+        assert run["result"] == ["FINISHED"], (label, run["error"])
+    outputs = {label: run["job"]["output"] for label, run in runs.items()}
+    folders = {label: os.path.dirname(output) for label, output in outputs.items()}
+    assert len(set(folders.values())) == 3, folders
+    for output in outputs.values():
+        assert re.search(r"/rvm/juggle-[0-9a-f]{8}/juggle_rvm\.####\.exr$", output), output
+    # Each folder keeps its own plate's job file and matte, after all three ran.
+    for label, plate in (("shot_a", "shotA/juggle.####.png"), ("shot_b", "shotB/juggle.####.png"),
+                         ("shot_a_movie", "shotA/juggle.mp4")):  # fmt: skip
+        job = json.loads((Path(folders[label]) / "juggle_rvm.job.json").read_text())
+        assert job["input"].endswith(plate) and job["output"] == outputs[label]
+    frame = FIRST + RENDER_FRAME - 1
+    for label in ("shot_a", "shot_b"):
+        matte = read(outputs[label].replace("####", f"{frame:04d}"))
+        assert_matte_keeps_plate(matte, blender_run["shot_plates"][label][RENDER_FRAME - 1])
+    # One Image datablock per plate, each loaded from its own folder, in the matte node of its plate.
+    images = {label: run["image"] for label, run in runs.items()}
+    assert all(image["count"] == 1 for image in images.values()), images
+    assert len({image["name"] for image in images.values()}) == 3
+    tree = runs["shot_a_movie"]["tree"]
+    mattes = [n for n in tree["nodes"] if n["name"].startswith("RVM Matte (juggle")]
+    assert len(mattes) == 3
+    assert sorted(os.path.dirname(n["image_path"]) for n in mattes) == sorted(folders.values())
+    # Picking frame 1002 of shot A is shot A again: same folder, no new node, the same image.
+    assert other_frame["result"] == ["FINISHED"], other_frame["error"]
+    assert other_frame["job"]["output"] == outputs["shot_a"]
+    assert len(other_frame["tree"]["nodes"]) == len(tree["nodes"])
+    assert other_frame["image"] == images["shot_a"]
+
+
+def test_another_plates_matte_folder_is_never_overwritten(blender_run: dict) -> None:
+    foreign = blender_run["foreign"]
+    folder = foreign["folder"]
+    assert foreign["other_plate"]["result"] == ["CANCELLED"]
+    assert foreign["other_plate"]["error"] == (
+        f"Error: RVM Matte: the output folder {folder} holds the matte of another plate "
+        "(/elsewhere/juggle.####.png, a sequence), and mattes of other plates are never overwritten: "
+        "choose another Output Folder, or delete that folder"
+    )
+    assert foreign["no_owner"]["result"] == ["CANCELLED"]
+    assert foreign["no_owner"]["error"] == (
+        f"Error: RVM Matte: the output folder {folder} holds files but no rvm_plate.json saying which plate "
+        "they belong to, and mattes of other plates are never overwritten: choose another Output Folder, "
+        "or delete that folder"
+    )
+    assert foreign["frames_untouched"]
+
+
+def test_panel_shows_the_plates_output_folder(blender_run: dict) -> None:
+    panel = blender_run["panel"]
+    shot_b = os.path.basename(os.path.dirname(blender_run["same_name"]["shot_b"]["job"]["output"]))
+    assert f"Matte folder: //rvm/{shot_b}/" in panel["shot_b"]
+    plate = os.path.basename(os.path.dirname(blender_run["alpha_over"]["job"]["output"]))
+    assert f"Matte folder: //rvm/{plate}/" in panel["node"]
+    assert not [label for label in panel["unknown_node"] if label.startswith("Matte folder")]

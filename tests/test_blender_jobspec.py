@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -131,9 +133,103 @@ def test_plate_stem(path: str, numbered: bool, stem: str) -> None:
     assert jobspec.plate_stem(path, numbered=numbered) == stem
 
 
-def test_output_pattern_one_folder_per_plate() -> None:
-    assert jobspec.output_pattern("/shots/rvm", "plate", 4) == "/shots/rvm/plate/plate_rvm.####.exr"
-    assert jobspec.output_pattern("/shots/rvm", "clip", 6).endswith("clip_rvm.######.exr")
+SHOT_A = "/shows/demo/shotA/juggle.1001.png"
+SHOT_B = "/shows/demo/shotB/juggle.1001.png"
+MOVIE_A = "/shows/demo/shotA/juggle.mov"
+
+
+def test_plate_of_a_sequence_is_its_pattern_whichever_frame_was_picked() -> None:
+    plate = jobspec.plate_for(SHOT_A, "SEQUENCE")
+    assert plate == jobspec.Plate("/shows/demo/shotA/juggle.####.png", "sequence", 4)
+    assert jobspec.plate_for("/shows/demo/shotA/../shotA/juggle.1002.png", "SEQUENCE") == plate
+    assert jobspec.plate_for("/p/clip.000007.exr", "SEQUENCE").padding == 6
+    assert jobspec.plate_for(MOVIE_A, "MOVIE") == jobspec.Plate(MOVIE_A, "movie", 4)
+
+
+def test_plate_for_a_still_names_the_image_and_its_source() -> None:
+    with pytest.raises(jobspec.JobSpecError) as info:
+        jobspec.plate_for("/p/still.png", "FILE", "still.png")
+    assert str(info.value) == (
+        "image 'still.png' is not a sequence or movie (its Source is File): "
+        "set the Image node's Source to Image Sequence or Movie"
+    )
+
+
+def test_same_named_plates_get_their_own_folders() -> None:
+    """Issue 11.17: shotA and shotB's juggle.####.png, and a movie of the same stem, never share a folder."""
+    patterns = {path: jobspec.plate_for(path, kind).output_pattern("/shows/demo/rvm")
+                for path, kind in ((SHOT_A, "SEQUENCE"), (SHOT_B, "SEQUENCE"), (MOVIE_A, "MOVIE"))}  # fmt: skip
+    # The keys are pinned: a key that changed between add-on versions would orphan every matte folder.
+    assert patterns == {
+        SHOT_A: "/shows/demo/rvm/juggle-0ae09daf/juggle_rvm.####.exr",
+        SHOT_B: "/shows/demo/rvm/juggle-bf87b8a4/juggle_rvm.####.exr",
+        MOVIE_A: "/shows/demo/rvm/juggle-f8e49716/juggle_rvm.####.exr",
+    }
+    # The panel shows the folder as the setting spells it.
+    assert jobspec.plate_for(SHOT_A, "SEQUENCE").folder("//rvm/") == "//rvm/juggle-0ae09daf"
+    with pytest.raises(jobspec.JobSpecError, match="no output folder set"):
+        jobspec.plate_for(SHOT_A, "SEQUENCE").folder("")
+
+
+def test_a_plates_own_folder_may_be_overwritten(tmp_path: Path) -> None:
+    plate = jobspec.plate_for(SHOT_A, "SEQUENCE")
+    folder = tmp_path / "juggle-0ae09daf"
+    jobspec.check_output_owner(str(folder), plate)  # not there yet
+    folder.mkdir()
+    jobspec.check_output_owner(str(folder), plate)  # empty
+    jobspec.write_output_owner(str(folder), plate)
+    (folder / "juggle_rvm.1001.exr").write_bytes(b"matte")
+    jobspec.check_output_owner(str(folder), plate)
+    jobspec.check_output_owner(str(folder), jobspec.plate_for("/shows/demo/shotA/juggle.1005.png", "SEQUENCE"))
+    assert json.loads((folder / jobspec.OWNER_FILE).read_text()) == {
+        "plate": "/shows/demo/shotA/juggle.####.png",
+        "kind": "sequence",
+    }
+    assert sorted(p.name for p in folder.iterdir()) == ["juggle_rvm.1001.exr", "rvm_plate.json"]
+
+
+NEVER = "and mattes of other plates are never overwritten: choose another Output Folder, or delete that folder"
+
+
+@pytest.mark.parametrize(
+    ("other", "described"),
+    [((SHOT_B, "SEQUENCE"), "/shows/demo/shotB/juggle.####.png, a sequence"),
+     ((SHOT_A.replace(".1001.png", ".mov"), "MOVIE"), "/shows/demo/shotA/juggle.mov, a movie")],
+)  # fmt: skip
+def test_another_plates_folder_is_refused(tmp_path: Path, other: tuple[str, str], described: str) -> None:
+    folder = tmp_path / "juggle-0ae09daf"
+    jobspec.write_output_owner(str(folder), jobspec.plate_for(*other))
+    with pytest.raises(jobspec.JobSpecError) as info:
+        jobspec.check_output_owner(str(folder), jobspec.plate_for(SHOT_A, "SEQUENCE"))
+    assert str(info.value) == f"the output folder {folder} holds the matte of another plate ({described}), {NEVER}"
+
+
+def test_a_folder_of_unknown_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / ".DS_Store").write_bytes(b"")  # hidden files are nobody's matte
+    jobspec.check_output_owner(str(tmp_path), jobspec.plate_for(SHOT_A, "SEQUENCE"))
+    (tmp_path / "juggle_rvm.1001.exr").write_bytes(b"someone's matte")
+    with pytest.raises(jobspec.JobSpecError) as info:
+        jobspec.check_output_owner(str(tmp_path), jobspec.plate_for(SHOT_A, "SEQUENCE"))
+    assert str(info.value) == (
+        f"the output folder {tmp_path} holds files but no rvm_plate.json saying which plate they belong to, {NEVER}"
+    )
+
+
+@pytest.mark.parametrize("record", ["{not json", '{"plate": "/p/a.####.png"}', "[1, 2]"])
+def test_an_unreadable_owner_record_is_refused_naming_it(tmp_path: Path, record: str) -> None:
+    (tmp_path / jobspec.OWNER_FILE).write_text(record)
+    with pytest.raises(jobspec.JobSpecError, match=rf"^cannot tell which plate owns {tmp_path}: "
+                       rf"{tmp_path}/rvm_plate\.json is unreadable \("):  # fmt: skip
+        jobspec.check_output_owner(str(tmp_path), jobspec.plate_for(SHOT_A, "SEQUENCE"))
+
+
+def test_frames_on_disk_reads_only_the_sequences_own_numbers(tmp_path: Path) -> None:
+    for name in ("plate.1001.png", "plate.1002.png", "plate.1004.png", "plate_v2.1003.png", "plate..png",
+                 "plate.10a5.png", "plate.1006.exr"):  # fmt: skip
+        (tmp_path / name).write_bytes(b"")
+    assert jobspec.frames_on_disk(str(tmp_path / "plate.####.png")) == [1001, 1002, 1004]
+    with pytest.raises(jobspec.JobSpecError, match=r"^no frames of .*/clip\.####\.png on disk$"):
+        jobspec.frames_on_disk(str(tmp_path / "clip.####.png"))
 
 
 # ------------------------------------------------------------------------------------------ frames
@@ -161,6 +257,48 @@ def test_file_frames_refuse_empty_range() -> None:
         jobspec.file_frames(10, 5, start=1, offset=0, duration=4)
     with pytest.raises(jobspec.JobSpecError, match="no frames"):
         jobspec.file_frames(1, 5, start=1, offset=0, duration=0)
+
+
+def test_wrong_offset_names_the_nodes_range_and_the_offset_to_set() -> None:
+    """Issue 11.19: not "missing frames 1-12 (of 1-12)", but what the node asks for and how to fix it."""
+    with pytest.raises(jobspec.JobSpecError) as info:
+        jobspec.check_frames_on_disk(range(1, 13), range(1001, 1013), node_name="Plate", start=1, offset=0,
+                                     duration=12)  # fmt: skip
+    assert str(info.value) == (
+        "Image node 'Plate' asks for frames 1-12 (frame_start 1, offset 0, duration 12) but the sequence on disk "
+        "has frames 1001-1012: set the node's offset to 1000"
+    )
+    # Off by one the other way (offset 1001 for a sequence from 1001).
+    with pytest.raises(jobspec.JobSpecError, match=r"offset 1001, .* set the node's offset to 1000$"):
+        jobspec.check_frames_on_disk(range(1002, 1014), range(1001, 1013), node_name="Plate", start=1, offset=1001,
+                                     duration=12)  # fmt: skip
+
+
+def test_too_long_a_node_duration_is_named() -> None:
+    with pytest.raises(jobspec.JobSpecError) as info:
+        jobspec.check_frames_on_disk(range(1001, 1013), range(1001, 1011), node_name="Plate", start=1, offset=1000,
+                                     duration=12)  # fmt: skip
+    assert str(info.value) == (
+        "Image node 'Plate' asks for frames 1001-1012 (frame_start 1, offset 1000, duration 12) but the sequence on "
+        "disk has frames 1001-1010: the sequence ends at frame 1010: set the node's duration to 10"
+    )
+
+
+def test_frames_missing_inside_the_sequence_are_listed() -> None:
+    on_disk = [*range(1001, 1006), 1007, 1009, 1010]
+    with pytest.raises(jobspec.JobSpecError, match=r"has frames 1001-1005,1007,1009-1010: frames 1006,1008 are "
+                       r"missing$"):  # fmt: skip
+        jobspec.check_frames_on_disk(range(1001, 1011), on_disk, node_name="P", start=1, offset=1000, duration=10)
+    with pytest.raises(jobspec.JobSpecError, match=r": frame 1006 is missing$"):
+        jobspec.check_frames_on_disk(range(1001, 1011), [f for f in range(1001, 1011) if f != 1006], node_name="P",
+                                     start=1, offset=1000, duration=10)  # fmt: skip
+    gapped = range(1001, 1100, 2)  # every other frame: the message stays one line
+    with pytest.raises(jobspec.JobSpecError, match=r"has frames 1001,1003,1005,1007,1009,1011,… \(50 runs\): "):
+        jobspec.check_frames_on_disk(range(1001, 1100), gapped, node_name="P", start=1, offset=1000, duration=99)
+
+
+def test_frames_all_on_disk_pass() -> None:
+    jobspec.check_frames_on_disk([1001, 1003], range(1001, 1004), node_name="P", start=1, offset=1000, duration=3)
 
 
 def test_format_frame_ranges() -> None:

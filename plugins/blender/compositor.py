@@ -9,6 +9,7 @@ looks at the version itself.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import bpy
@@ -17,10 +18,14 @@ import bpy
 MODE_ALPHA_OVER = "ALPHA_OVER"
 MODE_SET_ALPHA = "SET_ALPHA"
 
-# Names of the nodes we own, so that running the operator again updates them instead of piling up copies.
+# The nodes we own are found again by the plate node's id, never by a name the artist may change, so that
+# running the operator again (after a rename too) updates them instead of piling up copies.
 _MATTE_NODE = "RVM Matte"
 _MIX_NODE = "RVM Composite"
-_OWNER_KEY = "rvm_matte_plate"
+PLATE_ID_KEY = "rvm_id"  # on the plate node: a generated id that survives renames (and is saved in the .blend)
+_OWNER_KEY = "rvm_plate_id"  # on our matte and mix nodes: the plate node's id
+_OWNER_NAME_KEY = "rvm_plate_name"  # ... and its name when they were last wired (tells a copy from its original)
+_LEGACY_OWNER_KEY = "rvm_matte_plate"  # add-on 0.1.0 keyed our nodes by the plate node's name
 
 
 def uses_node_group_api() -> bool:
@@ -35,12 +40,12 @@ def compositor_tree(scene: Any, *, create: bool = True) -> Any:
         if tree is None and create:
             tree = bpy.data.node_groups.new("Compositing", "CompositorNodeTree")
             scene.compositing_node_group = tree
-        if tree is not None:
+        if create and tree is not None:  # (a panel's draw() may look but not write)
             scene.render.use_compositing = True
         return tree
     if create and not scene.use_nodes:
         scene.use_nodes = True
-    if scene.node_tree is not None:
+    if create and scene.node_tree is not None:
         scene.render.use_compositing = True
     return scene.node_tree
 
@@ -78,19 +83,52 @@ def _make_apply_mask(node: Any) -> None:
         node.mode = "APPLY"
 
 
+def plate_id(tree: Any, plate_node: Any) -> str:
+    """The plate node's id, made on first use.
+
+    A copied node (Shift+D) carries its original's id; when another plate node has it too, it stays
+    with the node whose name our nodes recorded, and this one gets its own (a new matte, nothing lost).
+    """
+    pid = plate_node.get(PLATE_ID_KEY)
+    if pid and any(n != plate_node and n.get(PLATE_ID_KEY) == pid for n in tree.nodes):
+        if not any(n.get(_OWNER_KEY) == pid and n.get(_OWNER_NAME_KEY) == plate_node.name for n in tree.nodes):
+            pid = None
+    if not pid:
+        pid = uuid.uuid4().hex
+        plate_node[PLATE_ID_KEY] = pid
+    return str(pid)
+
+
+def find_plate_node(tree: Any, pid: str) -> Any:
+    """The plate node with this id, wherever the artist renamed it to; None once it is deleted."""
+    return next((n for n in tree.nodes if n.get(PLATE_ID_KEY) == pid), None)
+
+
+def _is_owned(node: Any, pid: str, plate_node: Any) -> bool:
+    owner = node.get(_OWNER_KEY)
+    if owner is not None:
+        return owner == pid
+    return node.get(_LEGACY_OWNER_KEY) == plate_node.name
+
+
 def _owned(tree: Any, base: str, bl_idname: str, plate_node: Any) -> Any:
-    """The node of this kind we made for this plate earlier, or a new one."""
-    for node in tree.nodes:
-        if node.bl_idname == bl_idname and node.get(_OWNER_KEY) == plate_node.name:
-            return node
-    node = tree.nodes.new(bl_idname)
-    node.name = node.label = f"{base} ({plate_node.name})" if plate_node.name else base
-    node[_OWNER_KEY] = plate_node.name
+    """The node of this kind we made for this plate earlier, or a new one; named after the plate as it is now."""
+    pid = plate_id(tree, plate_node)
+    node = next((n for n in tree.nodes if n.bl_idname == bl_idname and _is_owned(n, pid, plate_node)), None)
+    if node is None:
+        node = tree.nodes.new(bl_idname)
+    name = f"{base} ({plate_node.name})" if plate_node.name else base
+    if node.name != name:
+        node.name = name
+    node.label = node.name
+    node[_OWNER_KEY] = pid
+    node[_OWNER_NAME_KEY] = plate_node.name
     return node
 
 
 def _drop_owned(tree: Any, bl_idname: str, plate_node: Any) -> None:
-    for node in [n for n in tree.nodes if n.bl_idname == bl_idname and n.get(_OWNER_KEY) == plate_node.name]:
+    pid = plate_id(tree, plate_node)
+    for node in [n for n in tree.nodes if n.bl_idname == bl_idname and _is_owned(n, pid, plate_node)]:
         tree.nodes.remove(node)
 
 

@@ -8,9 +8,12 @@ and the two sides cannot drift apart unnoticed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -18,13 +21,19 @@ __all__ = [
     "ENGINE_LINEAR_REC709",
     "ENCODERS",
     "JobSpecError",
+    "OWNER_FILE",
+    "Plate",
     "build_job",
+    "check_frames_on_disk",
+    "check_output_owner",
     "checkpoint_for",
     "engine_colorspace",
     "file_frames",
     "format_frame_ranges",
-    "output_pattern",
+    "frames_on_disk",
+    "plate_for",
     "sequence_pattern",
+    "write_output_owner",
 ]
 
 MOVIE_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
@@ -121,11 +130,122 @@ def plate_stem(path: str, *, numbered: bool = True) -> str:
     return stem or "plate"
 
 
-def output_pattern(output_dir: str, stem: str, padding: int = 4) -> str:
-    """``<dir>/<stem>/<stem>_rvm.####.exr``: one folder per plate, so reruns and plates never collide."""
-    if not output_dir:
-        raise JobSpecError("no output folder set")
-    return os.path.join(output_dir, stem, f"{stem}_rvm.{'#' * max(1, padding)}.exr")
+SEQUENCE, MOVIE = "sequence", "movie"
+#: In each matte folder: which plate the matte in it belongs to, so no other plate ever overwrites it.
+OWNER_FILE = "rvm_plate.json"
+_NEVER_OVERWRITTEN = (
+    "and mattes of other plates are never overwritten: choose another Output Folder, or delete that folder"
+)
+
+
+@dataclass(frozen=True)
+class Plate:
+    """A plate as the engine reads it (a movie, or an absolute ``name.####.ext`` pattern) and where its matte goes.
+
+    Plates are told apart by their absolute path and kind, never by file name alone: shots keep
+    ``juggle.####.png`` in their own folders, and a movie and a sequence can share a stem.
+    """
+
+    input: str
+    kind: str
+    padding: int = 4
+
+    @property
+    def stem(self) -> str:
+        return plate_stem(self.input, numbered=self.kind == SEQUENCE)
+
+    @property
+    def key(self) -> str:
+        """Eight hex digits of the plate's path and kind: short enough to read, long enough never to meet."""
+        return hashlib.sha256(f"{self.kind}:{self.input}".encode()).hexdigest()[:8]
+
+    def folder(self, output_dir: str) -> str:
+        """``<dir>/<stem>-<key>``: one folder per plate, so plates with the same file name never collide."""
+        if not output_dir:
+            raise JobSpecError("no output folder set")
+        return os.path.join(output_dir, f"{self.stem}-{self.key}")
+
+    def output_pattern(self, output_dir: str) -> str:
+        return os.path.join(self.folder(output_dir), f"{self.stem}_rvm.{'#' * max(1, self.padding)}.exr")
+
+    def describe(self) -> str:
+        return f"{self.input}, a {self.kind}"
+
+
+def plate_for(path: str, source: str, image_name: str = "") -> Plate:
+    """The plate of an image from its absolute path and Blender Source (``SEQUENCE`` or ``MOVIE``)."""
+    path = os.path.normpath(os.path.abspath(path))
+    if source == "MOVIE":
+        return Plate(path, MOVIE)
+    if source == "SEQUENCE":
+        pattern, _ = sequence_pattern(path)
+        return Plate(pattern, SEQUENCE, os.path.basename(pattern).count("#"))
+    # A still ("FILE"), generated, viewer...: no frames for the network's memory to follow.
+    raise JobSpecError(
+        f"image {image_name!r} is not a sequence or movie (its Source is {source.title()}): "
+        "set the Image node's Source to Image Sequence or Movie"
+    )
+
+
+def check_output_owner(folder: str, plate: Plate) -> None:
+    """Refuse a matte folder that holds another plate's matte, or files nobody recorded as this plate's.
+
+    The Overwrite setting only ever replaces this plate's own earlier matte; a folder is this plate's
+    when its :data:`OWNER_FILE` names the plate (an empty or missing folder is anyone's).
+    """
+    try:
+        entries = [name for name in os.listdir(folder) if not name.startswith(".")]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise JobSpecError(f"cannot read the output folder {folder}: {exc.strerror or exc}") from None
+    if OWNER_FILE not in entries:
+        if entries:
+            raise JobSpecError(
+                f"the output folder {folder} holds files but no {OWNER_FILE} saying which plate they belong to, "
+                + _NEVER_OVERWRITTEN
+            )
+        return
+    record_path = os.path.join(folder, OWNER_FILE)
+    try:
+        with open(record_path, encoding="utf-8") as handle:
+            record = json.load(handle)
+        owner = Plate(os.path.normpath(str(record["plate"])), str(record["kind"]))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise JobSpecError(f"cannot tell which plate owns {folder}: {record_path} is unreadable ({exc})") from None
+    if (owner.input, owner.kind) != (plate.input, plate.kind):
+        raise JobSpecError(
+            f"the output folder {folder} holds the matte of another plate ({owner.describe()}), " + _NEVER_OVERWRITTEN
+        )
+
+
+def write_output_owner(folder: str, plate: Plate) -> None:
+    """Record ``plate`` as the owner of ``folder`` (written whole, then renamed into place)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, OWNER_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump({"plate": plate.input, "kind": plate.kind}, handle, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def frames_on_disk(pattern: str) -> list[int]:
+    """The frame numbers of a ``name.####.ext`` sequence that exist (Blender's loader does not tell us)."""
+    folder, name = os.path.split(pattern)
+    head, _, tail = name.partition("#")
+    tail = tail.lstrip("#")
+    frames = []
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError as exc:
+        raise JobSpecError(f"cannot list the plate's folder {folder}: {exc.strerror or exc}") from None
+    for entry in entries:
+        if entry.startswith(head) and entry.endswith(tail) and len(entry) > len(head) + len(tail):
+            number = entry[len(head) : len(entry) - len(tail)]
+            if number.isdigit():
+                frames.append(int(number))
+    if not frames:
+        raise JobSpecError(f"no frames of {pattern} on disk")
+    return sorted(frames)
 
 
 # ------------------------------------------------------------------------------------------ frames
@@ -173,6 +293,45 @@ def format_frame_ranges(frames: Iterable[int]) -> str:
         if frame is not None:
             first = prev = frame
     return ",".join(parts)
+
+
+def check_frames_on_disk(
+    requested: Iterable[int], on_disk: Iterable[int], *, node_name: str, start: int, offset: int, duration: int
+) -> None:
+    """Refuse frames the sequence does not have, saying what the Image node asks for and what to change.
+
+    A wrong offset is the usual cause (a sequence numbered from 1001 in a node with offset 0): when
+    moving the offset makes every asked-for frame exist, the message names that offset.
+    """
+    wanted = sorted(set(requested))
+    present = set(on_disk)
+    absent = [f for f in wanted if f not in present]
+    if not absent:
+        return
+    raise JobSpecError(
+        f"Image node {node_name!r} asks for frames {_brief_ranges(wanted)} (frame_start {start}, "
+        f"offset {offset}, duration {duration}) but the sequence on disk has frames "
+        f"{_brief_ranges(present)}: {_frames_advice(wanted, absent, present, offset)}"
+    )
+
+
+def _brief_ranges(frames: Iterable[int], limit: int = 6) -> str:
+    """``format_frame_ranges`` cut to its first ``limit`` runs, for messages about badly gapped sequences."""
+    runs = format_frame_ranges(frames).split(",")
+    return ",".join(runs[:limit]) + (f",… ({len(runs)} runs)" if len(runs) > limit else "")
+
+
+def _frames_advice(wanted: list[int], absent: list[int], present: set[int], offset: int) -> str:
+    """The one change to the Image node that makes every asked-for frame exist, else what is missing."""
+    shift = min(present) - wanted[0]
+    if all(f + shift in present for f in wanted):
+        return f"set the node's offset to {offset + shift}"
+    last = max(present)
+    if all(f > last for f in absent) and all(f in present for f in wanted if f <= last):
+        return f"the sequence ends at frame {last}: set the node's duration to {last - offset}"
+    if len(absent) == 1:
+        return f"frame {absent[0]} is missing"
+    return f"frames {_brief_ranges(absent)} are missing"
 
 
 # ------------------------------------------------------------------------------------------ model

@@ -58,44 +58,64 @@ def _plate_node(context: bpy.types.Context, tree: Any, settings: Any) -> Any:
 
 
 def _node_for_file(scene: Any, tree: Any, file_path: str) -> Any:
+    """The Image node of the plate at ``file_path`` (any frame of a sequence, or a movie), added if missing."""
     if not file_path:
         raise RunError("no plate file chosen: pick any frame of a sequence, or a movie")
     path = _abspath(file_path)
     if not os.path.isfile(path):
         raise RunError(f"plate file not found: {path}")
-    image = bpy.data.images.load(path, check_existing=True)
+    try:
+        plate = jobspec.plate_for(path, "MOVIE" if jobspec.is_movie(path) else "SEQUENCE")
+        frames = jobspec.frames_on_disk(plate.input) if plate.kind == jobspec.SEQUENCE else []
+    except jobspec.JobSpecError as exc:
+        raise RunError(str(exc)) from None
+    # Found by the plate it shows, not by the frame picked: any frame of a sequence finds the same node.
     for node in tree.nodes:
-        if node.bl_idname == "CompositorNodeImage" and node.image == image:
+        if node.bl_idname == "CompositorNodeImage" and node.image is not None and _image_plate(node.image) == plate:
             return node
+    image = next((im for im in bpy.data.images if _image_plate(im) == plate), None)
+    if image is None:
+        image = bpy.data.images.load(path)
+        image.source = "MOVIE" if plate.kind == jobspec.MOVIE else "SEQUENCE"
     node = compositor.add_plate_node(tree, image)
     node.frame_start = scene.frame_start
-    if jobspec.is_movie(path):
-        image.source = "MOVIE"
+    if plate.kind == jobspec.MOVIE:
         node.frame_duration = image.frame_duration
         node.frame_offset = 0
     else:
-        image.source = "SEQUENCE"
-        pattern, _ = jobspec.sequence_pattern(path)
-        frames = _frames_on_disk(pattern)
         node.frame_duration = frames[-1] - frames[0] + 1
         node.frame_offset = frames[0] - 1
     return node
 
 
-def _frames_on_disk(pattern: str) -> list[int]:
-    """The frame numbers of a ``name.####.ext`` sequence that exist (Blender's loader does not tell us)."""
-    folder, name = os.path.split(pattern)
-    head, _, tail = name.partition("#")
-    tail = tail.lstrip("#")
-    frames = []
-    for entry in os.listdir(folder or "."):
-        if entry.startswith(head) and entry.endswith(tail):
-            number = entry[len(head) : len(entry) - len(tail)]
-            if number.isdigit():
-                frames.append(int(number))
-    if not frames:
-        raise RunError(f"no frames of {pattern} on disk")
-    return sorted(frames)
+def _image_plate(image: Any) -> jobspec.Plate | None:
+    """The plate an Image datablock holds, or None for a still, a generated image or an unnumbered file."""
+    if image.source not in ("SEQUENCE", "MOVIE") or not image.filepath:
+        return None
+    try:
+        return jobspec.plate_for(_abspath(image.filepath, image.library), image.source, image.name)
+    except jobspec.JobSpecError:
+        return None
+
+
+def planned_plate(context: bpy.types.Context) -> jobspec.Plate | None:
+    """The plate the operator would matte now, found without adding or loading anything (for the panel)."""
+    settings = context.scene.rvm_matte
+    if settings.source == "FILE":
+        if not settings.file_path:
+            return None
+        path = _abspath(settings.file_path)
+        try:
+            return jobspec.plate_for(path, "MOVIE" if jobspec.is_movie(path) else "SEQUENCE")
+        except jobspec.JobSpecError:
+            return None
+    tree = compositor.compositor_tree(context.scene, create=False)
+    if tree is None:
+        return None
+    node = tree.nodes.get(settings.image_node) if settings.image_node else tree.nodes.active
+    if node is None or node.bl_idname != "CompositorNodeImage" or node.image is None:
+        return None
+    return _image_plate(node.image)
 
 
 class MatteRun:
@@ -115,21 +135,12 @@ class MatteRun:
         image = node.image
         self.scene_name = scene.name
         self.plate_node_name = node.name
+        self.plate_id = compositor.plate_id(tree, node)
         self.mode = settings.composite
         self.background = tuple(settings.background)
 
         try:
-            plate_path = _abspath(image.filepath, image.library)
-            if image.source == "MOVIE":
-                plate_input, padding, numbered = plate_path, 4, False
-            elif image.source == "SEQUENCE":
-                plate_input, _ = jobspec.sequence_pattern(plate_path)
-                padding, numbered = plate_input.count("#"), True
-            else:  # a still ("FILE"), generated, viewer...: no frames for the network's memory to follow
-                raise RunError(
-                    f"image {image.name!r} is not a sequence or movie (its Source is {image.source.title()}): "
-                    "set the Image node's Source to Image Sequence or Movie"
-                )
+            plate = jobspec.plate_for(_abspath(image.filepath, image.library), image.source, image.name)
             frames = jobspec.file_frames(
                 scene.frame_start,
                 scene.frame_end,
@@ -138,6 +149,15 @@ class MatteRun:
                 duration=max(node.frame_duration, 1),
                 cyclic=node.use_cyclic,
             )
+            if plate.kind == jobspec.SEQUENCE:
+                jobspec.check_frames_on_disk(
+                    frames,
+                    jobspec.frames_on_disk(plate.input),
+                    node_name=node.name,
+                    start=node.frame_start,
+                    offset=node.frame_offset,
+                    duration=node.frame_duration,
+                )
             studio_config = bool(os.environ.get("OCIO"))
             input_space = settings.input_colorspace.strip() or jobspec.engine_colorspace(
                 image.colorspace_settings.name, working_space=_working_space(), studio_config=studio_config
@@ -147,11 +167,12 @@ class MatteRun:
             output_dir = settings.output_dir
             if output_dir.startswith("//") and not bpy.data.filepath:
                 raise RunError("save the blend file first: the matte is written next to it (or set an absolute folder)")
-            stem = jobspec.plate_stem(plate_path, numbered=numbered)
-            self.output = jobspec.output_pattern(_abspath(output_dir), stem, padding)
-            self.stem = stem
+            self.plate = plate
+            self.output = plate.output_pattern(_abspath(output_dir))
+            # Overwrite only ever replaces this plate's own earlier matte.
+            jobspec.check_output_owner(os.path.dirname(self.output), plate)
             self.job = jobspec.build_job(
-                input=plate_input,
+                input=plate.input,
                 output=self.output,
                 frames=frames,
                 input_colorspace=input_space,
@@ -162,13 +183,13 @@ class MatteRun:
                 precision=settings.precision,
                 preroll=settings.preroll,
                 overwrite=settings.overwrite,
-                name=f"{os.path.basename(bpy.data.filepath) or 'untitled'}: {stem}",
+                name=f"{os.path.basename(bpy.data.filepath) or 'untitled'}: {plate.stem}",
                 metadata={"rvm:host": f"Blender {bpy.app.version_string}", "rvm:plate_node": node.name},
             )
         except jobspec.JobSpecError as exc:
             raise RunError(str(exc)) from None
         self.first_frame = min(frames)
-        self.job_path = os.path.join(os.path.dirname(self.output), f"{stem}_rvm.job.json")
+        self.job_path = os.path.join(os.path.dirname(self.output), f"{plate.stem}_rvm.job.json")
         self.engine = EngineProcess(python, self.job_path)
         self.cancelled_at: float | None = None
 
@@ -186,12 +207,14 @@ class MatteRun:
     # ------------------------------------------------------------------ running
 
     def start(self) -> None:
+        folder = os.path.dirname(self.output)
         try:
-            os.makedirs(os.path.dirname(self.job_path), exist_ok=True)
+            # The owner record first: a folder this run wrote to is always known to be this plate's.
+            jobspec.write_output_owner(folder, self.plate)
             with open(self.job_path, "w", encoding="utf-8") as handle:
                 json.dump(self.job, handle, indent=2, sort_keys=True)
         except OSError as exc:
-            raise RunError(f"cannot write the job file {self.job_path}: {exc.strerror or exc}") from None
+            raise RunError(f"cannot write to the output folder {folder}: {exc.strerror or exc}") from None
         try:
             self.engine.start()
         except EngineError as exc:
@@ -242,7 +265,7 @@ class MatteRun:
     def _wire(self, context: bpy.types.Context) -> Any:
         scene = bpy.data.scenes.get(self.scene_name) or context.scene
         tree = compositor.compositor_tree(scene)
-        node = tree.nodes.get(self.plate_node_name)
+        node = compositor.find_plate_node(tree, self.plate_id)
         if node is None:
             raise RunError(f"the plate node {self.plate_node_name!r} was removed while the matte rendered")
         first = self.output.replace("#" * self.output.count("#"), f"{self.first_frame:0{self.output.count('#')}d}")
@@ -256,7 +279,7 @@ class MatteRun:
         image = next((im for im in bpy.data.images if _abspath(im.filepath, im.library) == first), None)
         if image is None:
             image = bpy.data.images.load(first)
-            image.name = f"{self.stem} RVM"
+            image.name = f"{os.path.basename(os.path.dirname(first))} RVM"  # the folder: one per plate
         image.filepath = stored
         image.source = "SEQUENCE"
         image.alpha_mode = "PREMUL"

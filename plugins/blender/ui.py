@@ -7,6 +7,17 @@ import bpy
 from . import compositor, operators
 
 
+def matte_folder(context: bpy.types.Context) -> str | None:
+    """The folder the chosen plate's matte goes to, as the setting spells it (``//rvm/juggle-1a2b3c4d/``).
+
+    Shown because the folder carries a hash of the plate's path that the artist cannot guess.
+    """
+    plate = operators.planned_plate(context)
+    if plate is None or not context.scene.rvm_matte.output_dir:
+        return None
+    return plate.folder(context.scene.rvm_matte.output_dir) + "/"
+
+
 class RVM_PT_matte(bpy.types.Panel):
     bl_label = "RVM Matte"
     bl_space_type = "NODE_EDITOR"
@@ -57,6 +68,9 @@ class RVM_PT_matte(bpy.types.Panel):
 
         col = layout.column(heading="Output")
         col.prop(settings, "output_dir")
+        folder = matte_folder(context)
+        if folder is not None:
+            col.label(text=f"Matte folder: {folder}", icon="FILE_FOLDER")
         col.prop(settings, "overwrite")
         col.prop(settings, "composite")
         if settings.composite == compositor.MODE_ALPHA_OVER:

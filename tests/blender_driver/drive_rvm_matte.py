@@ -11,6 +11,7 @@ the engine's EXR composited by hand) happens in the engine's venv, which has Ope
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ import bpy
 
 EXTENSION_ID = "rvm_matte"
 MODULE = f"bl_ext.user_default.{EXTENSION_ID}"
+OWNER_FILE = "rvm_plate.json"  # the add-on's record, in each matte folder, of the plate that owns it
 
 
 def install_extension(addon_dir: str, scratch: str) -> None:
@@ -62,7 +64,7 @@ def run_operator(how: str = "EXEC_DEFAULT") -> dict[str, Any]:
         result = bpy.ops.rvm.matte(how)
         return {"result": sorted(result), "error": None}
     except RuntimeError as exc:
-        return {"result": ["CANCELLED"], "error": str(exc)}
+        return {"result": ["CANCELLED"], "error": str(exc).rstrip("\n")}
 
 
 def setup_scene(plate_first: str, frames: int, first_frame: int) -> Any:
@@ -98,13 +100,23 @@ def render_frame(scene: Any, frame: int, path: str) -> str:
 
 def describe_tree(scene: Any) -> dict[str, Any]:
     tree = sys.modules[MODULE + ".compositor"].compositor_tree(scene, create=False)
-    nodes = [{"name": n.name, "type": n.bl_idname} for n in tree.nodes]
+    nodes = []
+    for n in tree.nodes:
+        node: dict[str, Any] = {"name": n.name, "type": n.bl_idname}
+        if n.bl_idname == "CompositorNodeImage" and n.image is not None:
+            node["image"] = n.image.name
+            node["image_path"] = bpy.path.abspath(n.image.filepath)
+        nodes.append(node)
     links = [f"{ln.from_node.name}.{ln.from_socket.name} -> {ln.to_node.name}.{ln.to_socket.name}" for ln in tree.links]
     return {"nodes": nodes, "links": links}
 
 
-def describe_matte_image(stem: str = "plate") -> dict[str, Any] | None:
-    images = [im for im in bpy.data.images if im.name == f"{stem} RVM"]
+def describe_matte_image(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Image datablock(s) loaded from the folder the job wrote to."""
+    if job is None:
+        return None
+    folder = os.path.dirname(job["output"])
+    images = [im for im in bpy.data.images if os.path.dirname(bpy.path.abspath(im.filepath)) == folder]
     if not images:
         return None
     image = images[0]
@@ -159,13 +171,8 @@ def matte_and_render(config: dict[str, Any], scene: Any, mode: str, how: str, la
     render = os.path.join(config["work_dir"], f"render_{label or mode.lower()}.exr")
     if outcome["error"] is None:
         render_frame(scene, config["render_frame"], render)
-    return {
-        **outcome,
-        "render": render,
-        "job": read_job(scene),
-        "tree": describe_tree(scene),
-        "image": describe_matte_image(label or "plate"),
-    }
+    job = read_job(scene)
+    return {**outcome, "render": render, "job": job, "tree": describe_tree(scene), "image": describe_matte_image(job)}
 
 
 class _ModalHost:
@@ -211,14 +218,133 @@ def modal_case(config: dict[str, Any], engine_python: str, cancel_after: int | N
         "statuses": statuses,
         "exit_code": run.engine.poll(),
         "operator_free_again": operators._active is None,
+        "tree": describe_tree(bpy.context.scene),
     }
+
+
+def plate_tree(scene: Any) -> Any:
+    return sys.modules[MODULE + ".compositor"].compositor_tree(scene, create=False)
+
+
+def rename_case(config: dict[str, Any], scene: Any) -> dict[str, Any]:
+    """Rename the plate node, matte it again; then rename it while the engine renders."""
+    settings = scene.rvm_matte
+    settings.source, settings.composite = "NODE", "ALPHA_OVER"
+    tree = plate_tree(scene)
+    before = describe_tree(scene)
+    tree.nodes["Plate"].name = "Plate v2"
+    settings.image_node = "Plate v2"
+    renamed = matte_and_render(config, scene, "ALPHA_OVER", "EXEC_DEFAULT", "renamed")
+    # The interactive path keeps running while the artist works: the node is renamed mid-render.
+    operators = sys.modules[MODULE + ".operators"]
+    run = operators.MatteRun(bpy.context)
+    run.start()
+    tree.nodes["Plate v2"].name = "Plate v3"
+    settings.image_node = "Plate v3"
+    code = run.engine.wait()
+    reports: list[list[Any]] = []
+    result = run.finish(bpy.context, code, lambda kind, message: reports.append([sorted(kind), message]))
+    mid_run = {"result": sorted(result), "reports": reports, "tree": describe_tree(scene)}
+    # A copy of the plate node (Shift+D copies its custom properties, the plate id among them).
+    original = tree.nodes["Plate v3"]
+    copy = tree.nodes.new("CompositorNodeImage")
+    copy.image = original.image
+    sys.modules[MODULE + ".compositor"].copy_frame_mapping(original, copy)
+    copy.name = "Plate copy"
+    for key in original.keys():
+        copy[key] = original[key]
+    settings.image_node = "Plate copy"
+    copied = matte_and_render(config, scene, "ALPHA_OVER", "EXEC_DEFAULT", "copied")
+    settings.image_node = "Plate v3"
+    return {"before": before, "renamed": renamed, "mid_run": mid_run, "copied": copied}
+
+
+def offset_case(scene: Any) -> dict[str, Any]:
+    """The artist's Image node has offset 0 for a sequence numbered from 1001."""
+    node = plate_tree(scene).nodes[scene.rvm_matte.image_node]
+    offset = node.frame_offset
+    node.frame_offset = 0
+    try:
+        return run_operator()
+    finally:
+        node.frame_offset = offset
+
+
+def same_name_case(config: dict[str, Any], scene: Any) -> dict[str, Any]:
+    """shotA/juggle.####.png, shotB/juggle.####.png and shotA/juggle.mp4, matted one after the other."""
+    settings = scene.rvm_matte
+    settings.source = "FILE"
+    runs = {}
+    for label in ("shot_a", "shot_b", "shot_a_movie"):
+        settings.file_path = config[label]
+        runs[label] = matte_and_render(config, scene, "ALPHA_OVER", "EXEC_DEFAULT", label)
+    # Another frame of shot A's sequence is the same plate: the same node, folder and image.
+    settings.file_path = config["shot_a"].replace(".1001.", ".1002.")
+    runs["shot_a_other_frame"] = matte_and_render(config, scene, "ALPHA_OVER", "EXEC_DEFAULT", "shot_a_other_frame")
+    return runs
+
+
+def _frame_times(folder: str) -> dict[str, int]:
+    return {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in sorted(os.listdir(folder)) if n.endswith(".exr")}
+
+
+def foreign_folder_case(config: dict[str, Any], scene: Any, shot_a: dict[str, Any]) -> dict[str, Any]:
+    """Shot A's matte folder made to look like another plate's, then like nobody's: both must be refused."""
+    settings = scene.rvm_matte
+    settings.source, settings.file_path = "FILE", config["shot_a"]
+    folder = os.path.dirname(shot_a["job"]["output"])
+    owner = os.path.join(folder, OWNER_FILE)
+    kept = open(owner, "rb").read() if os.path.exists(owner) else None
+    frames_before = _frame_times(folder)
+    cases: dict[str, Any] = {"folder": folder}
+    with open(owner, "w", encoding="utf-8") as handle:
+        json.dump({"plate": "/elsewhere/juggle.####.png", "kind": "sequence"}, handle)
+    cases["other_plate"] = run_operator()
+    os.remove(owner)
+    cases["no_owner"] = run_operator()
+    cases["frames_untouched"] = _frame_times(folder) == frames_before
+    if kept is not None:
+        with open(owner, "wb") as handle:
+            handle.write(kept)
+    return cases
+
+
+class _Layout:
+    """Records what a panel's ``draw()`` puts on screen; every other layout call is accepted and ignored."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = labels
+
+    def label(self, text: str = "", **_: Any) -> None:
+        self.labels.append(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: _Layout(self.labels)
+
+
+def panel_labels(scene: Any) -> list[str]:
+    labels: list[str] = []
+    bpy.types.RVM_PT_matte.draw(types.SimpleNamespace(layout=_Layout(labels)), bpy.context)
+    return labels
+
+
+def panel_case(config: dict[str, Any], scene: Any) -> dict[str, Any]:
+    settings = scene.rvm_matte
+    settings.source, settings.file_path = "FILE", config["shot_b"]
+    shot_b = panel_labels(scene)
+    settings.source = "NODE"
+    node = panel_labels(scene)
+    settings.image_node = "no such node"
+    unknown = panel_labels(scene)
+    settings.image_node = "Plate v3"
+    return {"shot_b": shot_b, "node": node, "unknown_node": unknown}
 
 
 def main() -> None:
     config_path, result_path = sys.argv[-2:]
     with open(config_path, encoding="utf-8") as handle:
         config = json.load(handle)
-    result: dict[str, Any] = {"blender": bpy.app.version_string}
+    result: dict[str, Any] = {"blender": bpy.app.version_string, "bpy_package": importlib.metadata.version("bpy")}
     try:
         with tempfile.TemporaryDirectory() as scratch:
             install_extension(config["addon_dir"], scratch)
@@ -239,6 +365,12 @@ def main() -> None:
         result["movie"] = matte_and_render(config, scene, "ALPHA_OVER", "EXEC_DEFAULT", "movie")
         result["modal"] = modal_case(config, config["engine_python"], cancel_after=None)
         result["cancel"] = modal_case(config, config["fake_engine"], cancel_after=1)
+        prefs().engine_python = config["engine_python"]
+        result["rename"] = rename_case(config, scene)
+        result["offset"] = offset_case(scene)
+        result["same_name"] = same_name_case(config, scene)
+        result["foreign"] = foreign_folder_case(config, scene, result["same_name"]["shot_a"])
+        result["panel"] = panel_case(config, scene)
         result["registered"] = registered()
         import addon_utils  # on sys.path only once bpy is imported
 
