@@ -200,7 +200,7 @@ def _table(rows: list[dict[str, object]], optimize: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-    from rvm_vfx.model.inference import optimize_for_inference
+    from rvm_vfx.model.batchnorm_folding import optimize_for_inference
     from rvm_vfx.weights import load_model
 
     if args.threads:

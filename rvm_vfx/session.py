@@ -23,7 +23,7 @@ import torch
 
 from .errors import InputError, write_error
 from .model import MattingNetwork, auto_downsample_ratio
-from .model.inference import optimize_for_inference
+from .model.batchnorm_folding import optimize_for_inference
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rvm_vfx.model import MattingNetwork, auto_downsample_ratio
-from rvm_vfx.model.inference import optimize_for_inference
+from rvm_vfx.model.batchnorm_folding import optimize_for_inference
 
 from .conftest import DATA, GOLDEN, SHARED
 
