@@ -4,11 +4,11 @@
     python bench/evaluate_quality.py --quick         # smoke run: 2×2 clips of 12 frames, 1 large clip
 
 Clips: every portrait of ``shared/data/portraits`` over every background of ``shared/data/backgrounds``
-(people-free stills), ``--frames`` frames each, built in memory by :mod:`rvm_vfx.testclip` with a
+(people-free stills), ``--frames`` frames each, built in memory by :mod:`rvm_vfx.quality.testclip` with a
 camera-like move per clip (pan, zoom or shake in turn, the background following at a smaller
 amplitude). The engine runs through :class:`rvm_vfx.session.MattingSession` on those frames directly,
 skipping file I/O so the configurations stay affordable on a CPU. Metrics are those of the RVM paper
-(:mod:`rvm_vfx.metrics`), scored per frame and averaged over every frame of every clip.
+(:mod:`rvm_vfx.quality.metrics`), scored per frame and averaged over every frame of every clip.
 
 Configurations:
 
@@ -84,7 +84,7 @@ def all_clips(data: Path) -> list[ClipSpec]:
 
 
 def build_clip(spec: ClipSpec, size: tuple[int, int], frames: int) -> list[Any]:
-    from rvm_vfx.testclip import Motion, TestClip, load_portrait, open_background
+    from rvm_vfx.quality.testclip import Motion, TestClip, load_portrait, open_background
 
     kind, amplitude, bg_amplitude = spec.move
     alpha = spec.portrait.parent.parent / "alpha" / f"{spec.portrait.stem}.png"
@@ -119,7 +119,7 @@ def run_frames(session: Any, sources: Sequence[torch.Tensor], reset_every_frame:
 
 
 def score(preds: Sequence[np.ndarray], trues: Sequence[np.ndarray], names: Sequence[str] = SCORED) -> dict[str, list]:
-    from rvm_vfx.evaluate import ClipScorer
+    from rvm_vfx.quality.evaluate import ClipScorer
 
     scorer = ClipScorer(names)
     for p, t in zip(preds, trues, strict=True):
@@ -343,7 +343,7 @@ def warmup_plot(
     Only a few configurations per plot: the far worse ones (0.5 at 512×288, reset at 1.0 at 1024×576,
     see the tables) would stretch the axis until the warm-up of the others could not be seen.
     """
-    from rvm_vfx.evaluate import Curve, plot_curves
+    from rvm_vfx.quality.evaluate import Curve, plot_curves
 
     curves: dict[str, Curve] = {}
     styles = {
@@ -408,8 +408,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rvm_vfx.quality.testclip import parse_size
     from rvm_vfx.session import MattingSession
-    from rvm_vfx.testclip import parse_size
     from rvm_vfx.weights import load_model, sha256_of
 
     args = parse_args(argv)

@@ -270,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("out")
     convert.set_defaults(func=cmd_convert_weights)
 
-    from .cli_eval import add_eval_commands
+    from .quality.cli import add_commands as add_quality_commands
 
-    add_eval_commands(sub)
+    add_quality_commands(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Tests for rvm_vfx.evaluate and ``rvm-vfx evaluate``: values on constructed cases, files on disk.
+"""Tests for rvm_vfx.quality.evaluate and ``rvm-vfx evaluate``: values on constructed cases, files on disk.
 
 The metric definitions are pinned by test_metrics; here the cases are built so the expected numbers
 are known in advance (a constant offset has a known MAD and no temporal error), and the plumbing is
@@ -14,10 +14,10 @@ import numpy as np
 import OpenImageIO as oiio
 import pytest
 
-from rvm_vfx import metrics
 from rvm_vfx.cli import main
 from rvm_vfx.errors import InputError
-from rvm_vfx.evaluate import ClipScorer, evaluate_paths, load_foreground, parse_metrics
+from rvm_vfx.quality import metrics
+from rvm_vfx.quality.evaluate import ClipScorer, evaluate_paths, load_foreground, parse_metrics
 
 from .conftest import DATA, TFJS_MODEL
 

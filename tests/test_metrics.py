@@ -1,4 +1,4 @@
-"""Tests for rvm_vfx.metrics.
+"""Tests for rvm_vfx.quality.metrics.
 
 The reference fixture pins our numbers to the official RVM evaluation code, so that figures we
 report can be put next to the paper's. The hand-built cases pin the definitions themselves (scale
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rvm_vfx import metrics
 from rvm_vfx.errors import ImageReadError, InputError
+from rvm_vfx.quality import metrics
 
 from .conftest import DATA
 

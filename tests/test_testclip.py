@@ -1,4 +1,4 @@
-"""Tests for rvm_vfx.testclip and ``rvm-vfx make-testclip``: the ground truth must be exact.
+"""Tests for rvm_vfx.quality.testclip and ``rvm-vfx make-testclip``: the ground truth must be exact.
 
 Every score we publish rests on the claim that a test clip's alpha is its true alpha; these tests
 rebuild each composite from the files written beside it and check that claim to the rounding of
@@ -16,7 +16,7 @@ import pytest
 
 from rvm_vfx.cli import main
 from rvm_vfx.errors import InputError
-from rvm_vfx.testclip import Motion, TestClip, composite, load_portrait, open_background, parse_size
+from rvm_vfx.quality.testclip import Motion, TestClip, composite, load_portrait, open_background, parse_size
 
 from .conftest import DATA
 
@@ -90,8 +90,8 @@ def test_png_clip_ground_truth_is_exact(tmp_path: Path) -> None:
 
 def test_exr_clip_ground_truth_within_8bit_rounding(tmp_path: Path) -> None:
     """EXR clips are scene-linear plates; the relation holds in sRGB-encoded values."""
-    from rvm_vfx import metrics
     from rvm_vfx.color import ColorPipeline
+    from rvm_vfx.quality import metrics
 
     out = tmp_path / "clip"
     args = [str(PORTRAIT), str(PORTRAIT_ALPHA), str(BACKGROUND), str(out), "--frames", "2", "--size", "96x64"]

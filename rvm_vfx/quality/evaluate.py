@@ -1,6 +1,6 @@
 """Scoring mattes on disk (or in memory) against ground truth, frame by frame, and plotting it.
 
-The metric definitions live in :mod:`rvm_vfx.metrics` (pinned to the official RVM evaluation code);
+The metric definitions live in :mod:`rvm_vfx.quality.metrics` (pinned to the official RVM evaluation code);
 this module is the plumbing around them: finding and pairing the frames of two sequences, reading our
 EXR output and the benchmarks' PNGs alike, scoring a clip as a stream (a long shot never has to fit
 in memory), and the per-frame plot that shows how long the recurrent state takes to warm up.
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from rvm_vfx import metrics
 from rvm_vfx.errors import ImageReadError, InputError, MissingFramesError
+from rvm_vfx.quality import metrics
 
 __all__ = [
     "ALL_METRICS",
@@ -84,7 +84,7 @@ def parse_metrics(text: str | Sequence[str] | None) -> tuple[str, ...]:
 class ClipScorer:
     """Scores one clip a frame at a time, keeping only the previous frame (for dtSSD).
 
-    Same conventions as :func:`rvm_vfx.metrics.evaluate_sequence`: dtSSD of the first frame is 0 and
+    Same conventions as :func:`rvm_vfx.quality.metrics.evaluate_sequence`: dtSSD of the first frame is 0 and
     counts in the mean, foreground metrics only where the true alpha is non-zero.
     """
 

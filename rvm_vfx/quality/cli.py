@@ -50,7 +50,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         plotted = tuple(n for n in ("pha_mad", "pha_dtssd") if n in result.per_frame)
         if not plotted:
-            from .errors import InputError
+            from ..errors import InputError
 
             raise InputError("--plot shows MAD and dtSSD: include mad or dtssd in --metrics")
         plot_curves({args.pred: Curve(result.true_frames, result.per_frame)}, args.plot, plotted, title=args.true)
@@ -61,7 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_eval_commands(sub: Any) -> None:
+def add_commands(sub: Any) -> None:
     """Register the evaluation sub-commands on the main parser's sub-parsers."""
     clip = sub.add_parser(
         "make-testclip",
