@@ -103,9 +103,7 @@ def _gauss_derivative_1d(sigma: float, epsilon: float) -> tuple[np.ndarray, np.n
     return gauss / np.linalg.norm(gauss), dgauss / np.linalg.norm(dgauss)
 
 
-def gauss_gradient_filters(
-    sigma: float = GRAD_SIGMA, epsilon: float = GRAD_EPSILON
-) -> tuple[np.ndarray, np.ndarray]:
+def gauss_gradient_filters(sigma: float = GRAD_SIGMA, epsilon: float = GRAD_EPSILON) -> tuple[np.ndarray, np.ndarray]:
     """The (x, y) 2-D Gaussian-derivative kernels of the reference Grad metric.
 
     Scaled to unit L2 norm, as the reference does, so that Grad values are comparable with
@@ -281,9 +279,7 @@ def dtssd(pred: np.ndarray, true: np.ndarray, pred_prev: np.ndarray, true_prev: 
 # ------------------------------------------------------------------------------------------ foreground
 
 
-def _fgr_pixels(
-    pred_fgr: np.ndarray, true_fgr: np.ndarray, true_pha: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _fgr_pixels(pred_fgr: np.ndarray, true_fgr: np.ndarray, true_pha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Foreground colour is undefined where the subject is absent (true alpha == 0), so only pixels
     # with any coverage are scored; every channel of those pixels counts as one sample.
     pf = np.asarray(pred_fgr, dtype=np.float64)
@@ -334,8 +330,7 @@ def evaluate_sequence(
     if pred_fgr is not None and true_fgr is not None:
         if not len(pred_fgr) == len(true_fgr) == len(true_alphas):
             raise InputError(
-                f"frame counts differ: {len(pred_fgr)} pred fgr, {len(true_fgr)} true fgr, "
-                f"{len(true_alphas)} alpha"
+                f"frame counts differ: {len(pred_fgr)} pred fgr, {len(true_fgr)} true fgr, {len(true_alphas)} alpha"
             )
     names = ALPHA_METRICS + (FGR_METRICS if pred_fgr is not None else ())
     per_frame: dict[str, list[float]] = {name: [] for name in names}
