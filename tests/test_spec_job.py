@@ -125,6 +125,11 @@ def test_the_first_bad_field_in_declaration_order_is_reported() -> None:
         Job.from_dict({**BASE, "frames": "x", "preroll": "5"})
     with pytest.raises(InputError, match="job field 'frames': bad frame range"):
         Job.from_dict({**BASE, "frames": "x", "device": "tpu"})
+    # An output's .exr rule comes after every value rule, whatever the declaration order.
+    with pytest.raises(InputError, match="job field 'preroll': must be >= 0"):
+        Job.from_dict({"input": "a", "output": "b", "preroll": -1})
+    with pytest.raises(InputError, match="job field 'output': outputs are written as OpenEXR"):
+        Job.from_dict({"input": "a", "output": "b", "fg_output": "f.exr"})
 
 
 # ------------------------------------------------------------------------------------------ schema versions

@@ -141,6 +141,19 @@ class JobField:
         except InputError as exc:
             raise InputError(f"job field '{self.name}': {exc}") from None
 
+    def check_name(self, value: Any) -> None:
+        """An output's file name rule (``.exr``), for a value that passed ``check_value``.
+
+        Kept apart so that ``Job.validate`` can run it after every value rule: a ticket with a wrong value
+        and a badly named output is told about the value first, as the engine always did.
+        """
+        if self.spec.path != OUTPUT or not value:
+            return
+        try:
+            check_output_extension(value)
+        except InputError as exc:
+            raise InputError(f"job field '{self.name}': {exc}") from None
+
     def _check_value(self, value: Any) -> None:
         spec = self.spec
         if spec.nonempty and not value.strip():
@@ -149,8 +162,6 @@ class JobField:
             raise InputError(f"expected one of {', '.join(spec.choices)}, got {value!r}")
         if spec.minimum is not None and value < spec.minimum:
             raise InputError(f"must be >= {spec.minimum}, got {value}")
-        if spec.path == OUTPUT and value:
-            check_output_extension(value)
         if spec.check is not None:
             spec.check(value)
 

@@ -182,11 +182,14 @@ class Job:
     # ------------------------------------------------------------------ validation
 
     def validate(self) -> None:
-        """Check every field's type, then every value; raise InputError naming the first bad field."""
+        """Check every field's type, then every value, then the outputs' names; raise InputError naming the first
+        bad field."""
         for f in FIELDS:
             f.check_type(getattr(self, f.name))
         for f in FIELDS:
             f.check_value(getattr(self, f.name))
+        for f in FIELDS:
+            f.check_name(getattr(self, f.name))
 
     # ------------------------------------------------------------------ (de)serialisation
 
