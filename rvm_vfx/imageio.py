@@ -13,7 +13,6 @@ EXR that a later ``--resume`` or a compositor would take for a finished one.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -24,6 +23,8 @@ import OpenImageIO as oiio
 import torch
 
 from rvm_vfx.errors import ImageReadError, InputError, OutputError, disk_full_detail
+from rvm_vfx.spec.job import COMPRESSIONS
+from rvm_vfx.spec.names import temporary_frame_path
 
 __all__ = [
     "EXR_COMPRESSIONS",
@@ -37,8 +38,8 @@ __all__ = [
     "write_exr",
 ]
 
-#: Compressions ``write_exr`` accepts (OpenEXR's names as OpenImageIO spells them).
-EXR_COMPRESSIONS: tuple[str, ...] = tuple("zip zips piz dwaa dwab none rle pxr24 b44 b44a".split())
+#: Compressions ``write_exr`` accepts (OpenEXR's names as OpenImageIO spells them): the Job's own list.
+EXR_COMPRESSIONS: tuple[str, ...] = COMPRESSIONS
 
 #: The largest finite half-float value. Scene-linear highlights above it would turn into Inf on write.
 HALF_MAX = 65504.0
@@ -544,13 +545,6 @@ def _disk_hint(path: str, needed: int) -> str:
     return f" ({detail})" if detail else ""
 
 
-def _temporary_name(path: str) -> str:
-    folder, base = os.path.split(path)
-    # Hidden and ending in .tmp.exr: watch folders, sequence scans and compositors skip it, and
-    # pid + random part keep two writers of the same frame from sharing it.
-    return os.path.join(folder, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.exr")
-
-
 def write_exr(
     path: str | os.PathLike[str],
     rgba: np.ndarray,
@@ -587,7 +581,8 @@ def write_exr(
     pixels = source.half().clamp_(-HALF_MAX, HALF_MAX).numpy()
     spec = _build_spec(pixels, header, colorspace, attributes, name)
 
-    temporary = _temporary_name(path)
+    # The contract's name, which the worker and the plugins recognise when they clean up after a killed writer.
+    temporary = temporary_frame_path(path)
     try:
         _write_exr_file(temporary, spec, pixels)
         os.replace(temporary, path)

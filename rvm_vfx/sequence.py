@@ -22,7 +22,20 @@ import numpy as np
 
 from rvm_vfx.errors import ImageReadError, InputError, MissingFramesError
 from rvm_vfx.imageio import ImageHeader, Plate, read_image, timing_attributes
+from rvm_vfx.spec.frames import (
+    FramePattern,
+    format_frame,
+    format_frames,
+    frame_digits,
+    parse_frames,
+    split_numbered,
+    split_pattern,
+)
+from rvm_vfx.spec.job import MISSING_MODES
+from rvm_vfx.spec.names import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_video
 
+# Frame ranges, frame tokens and extensions are the contract's (``rvm_vfx.spec``), shared with the worker
+# and the plugins; they are re-exported here for the engine's callers.
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
@@ -36,137 +49,7 @@ __all__ = [
     "resolve_frames",
 ]
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
-#: Extensions a folder scan treats as frames; anything else in a plate folder (thumbnails' .db,
-#: notes, ...) is ignored rather than reported as a second sequence.
-IMAGE_EXTENSIONS = frozenset(
-    {".exr", ".sxr", ".mxr", ".dpx", ".cin", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".tga", ".hdr",
-     ".bmp", ".sgi", ".rgb", ".jp2", ".webp"}
-)  # fmt: skip
-
-MISSING_POLICIES = ("error", "hold")
-
-# A generous sanity bound: a typo such as "1-10000000" should be an error, not minutes of list building.
-_MAX_FRAMES = 1_000_000
-
-# ------------------------------------------------------------------------------------------ frame ranges
-
-_RANGE = re.compile(r"(-?\d+)(?:-(-?\d+)(?:[x:](\d+))?)?")
-
-
-def parse_frames(text: str) -> list[int]:
-    """``"1001-1050,1060-1100"``, ``"1001"``, ``"1-10x2"`` (comma or space separated) -> sorted frames."""
-    parts = [p for p in re.split(r"[,\s]+", str(text).strip()) if p]
-    if not parts:
-        raise InputError(f"bad frame range {text!r}: empty")
-    frames: set[int] = set()
-    for part in parts:
-        match = _RANGE.fullmatch(part)
-        if match is None:
-            raise InputError(f"bad frame range {text!r}: {part!r} is not N, A-B or A-BxSTEP")
-        start = int(match.group(1))
-        end = int(match.group(2)) if match.group(2) is not None else start
-        step = int(match.group(3)) if match.group(3) is not None else 1
-        if end < start:
-            raise InputError(f"bad frame range {text!r}: {part!r} ends before it starts")
-        if step < 1:
-            raise InputError(f"bad frame range {text!r}: {part!r} has a step below 1")
-        if (end - start) // step + 1 + len(frames) > _MAX_FRAMES:
-            raise InputError(f"bad frame range {text!r}: more than {_MAX_FRAMES} frames")
-        frames.update(range(start, end + 1, step))
-    return sorted(frames)
-
-
-def format_frames(frames: Iterable[int], limit: int = 20) -> str:
-    """Compact text for a frame list, the inverse of ``parse_frames``: ``1003-1005, 1010, 1020-1030x2``.
-
-    Only the first ``limit`` groups are spelled out, so a message about a sequence with thousands of
-    gaps stays readable.
-    """
-    values = sorted(set(frames))
-    groups: list[str] = []
-    i = 0
-    while i < len(values):
-        j = i
-        if i + 1 < len(values):
-            step = values[i + 1] - values[i]
-            while j + 1 < len(values) and values[j + 1] - values[j] == step:
-                j += 1
-            length = j - i + 1
-            if not (step == 1 and length >= 2 or length >= 3):
-                j = i
-        if j == i:
-            groups.append(str(values[i]))
-        else:
-            step = values[i + 1] - values[i]
-            groups.append(f"{values[i]}-{values[j]}" + (f"x{step}" if step != 1 else ""))
-        i = j + 1
-    if len(groups) > limit:
-        return ", ".join(groups[:limit]) + f", ... ({len(groups) - limit} more)"
-    return ", ".join(groups)
-
-
 # --------------------------------------------------------------------------------------------- patterns
-
-_TOKEN = re.compile(
-    r"(?P<hash>#+)|(?P<at>@+)|%(?P<printf>0?\d+)?d|\$\{F(?P<houdini_braced>\d*)\}|\$F(?P<houdini>\d*)"
-)
-
-
-@dataclass(frozen=True)
-class _Pattern:
-    """A sequence name split around its frame number: ``directory/prefix[frame]suffix``."""
-
-    directory: str
-    prefix: str
-    padding: int
-    suffix: str
-
-    def name(self, frame: int) -> str:
-        return self.prefix + _digits(frame, self.padding) + self.suffix
-
-    def path(self, frame: int) -> str:
-        return os.path.join(self.directory, self.name(frame))
-
-    def hashes(self) -> str:
-        return os.path.join(self.directory, self.prefix + "#" * self.padding + self.suffix)
-
-
-def _digits(frame: int, padding: int) -> str:
-    text = str(abs(frame)).zfill(padding)
-    return "-" + text if frame < 0 else text
-
-
-def _split_pattern(pattern: str) -> _Pattern | None:
-    """Split at the frame token, or None when the text has none; the token must be in the file name."""
-    directory, name = os.path.split(pattern)
-    tokens = list(_TOKEN.finditer(name))
-    if len(tokens) > 1:
-        raise InputError(
-            f"{pattern}: more than one frame number token ({', '.join(t.group() for t in tokens)})"
-        )
-    if not tokens:
-        if _TOKEN.search(directory):
-            raise InputError(f"{pattern}: the frame number token must be in the file name, not the folder")
-        return None
-    token = tokens[0]
-    if token.group("hash"):
-        padding = len(token.group("hash"))
-    elif token.group("at"):
-        padding = len(token.group("at"))
-    else:
-        width = token.group("printf") or token.group("houdini_braced") or token.group("houdini") or ""
-        padding = int(width) if width else 1
-    return _Pattern(directory, name[: token.start()], max(padding, 1), name[token.end() :])
-
-
-def format_frame(pattern: str | os.PathLike[str], frame: int) -> str:
-    """The file name of ``frame`` in an output pattern (``####``, ``%04d``, ``$F4``, ``@@@@``)."""
-    text = os.fspath(pattern)
-    parsed = _split_pattern(text)
-    if parsed is None:
-        raise InputError(f"{text}: no frame number in the output pattern; use ####, %04d or $F4")
-    return parsed.path(frame)
 
 
 def _infer_padding(numbers: Iterable[str], must_fit: str | None = None) -> int:
@@ -178,20 +61,8 @@ def _infer_padding(numbers: Iterable[str], must_fit: str | None = None) -> int:
     numbers = list(numbers)
     candidates = sorted({len(n.lstrip("-")) for n in numbers}) or [1]
     if must_fit is not None:
-        candidates = [p for p in candidates if _digits(int(must_fit), p) == must_fit] or [len(must_fit)]
-    return max(candidates, key=lambda p: (sum(_digits(int(n), p) == n for n in numbers), -p))
-
-
-_NUMBERED = re.compile(r"(?P<prefix>.*?)(?P<number>\d+)(?P<rest>\D*)")
-
-
-def _split_numbered(name: str) -> tuple[str, str, str] | None:
-    """``plate.1001.exr`` -> ``("plate.", "1001", ".exr")``: the last number before the extension."""
-    stem, extension = os.path.splitext(name)
-    match = _NUMBERED.fullmatch(stem)
-    if match is None:
-        return None
-    return match.group("prefix"), match.group("number"), match.group("rest") + extension
+        candidates = [p for p in candidates if frame_digits(int(must_fit), p) == must_fit] or [len(must_fit)]
+    return max(candidates, key=lambda p: (sum(frame_digits(int(n), p) == n for n in numbers), -p))
 
 
 def _visible_files(directory: str) -> list[str]:
@@ -202,30 +73,28 @@ def _visible_files(directory: str) -> list[str]:
         return []
 
 
-def _scan_folder(folder: str) -> _Pattern:
+def _scan_folder(folder: str) -> FramePattern:
     groups: dict[tuple[str, str], list[str]] = {}
     for name in _visible_files(folder):
         if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
             continue
-        split = _split_numbered(name)
+        split = split_numbered(name)
         if split is not None:
             prefix, number, suffix = split
             groups.setdefault((prefix, suffix), []).append(number)
     if not groups:
         raise InputError(f"{folder}: no numbered image sequence in this folder")
     patterns = [
-        _Pattern(folder, prefix, _infer_padding(numbers), suffix)
+        FramePattern(folder, prefix, _infer_padding(numbers), suffix)
         for (prefix, suffix), numbers in sorted(groups.items())
     ]
     if len(patterns) > 1:
         listing = "; ".join(f"{p.hashes()} ({format_frames(_frames_on_disk(p), limit=3)})" for p in patterns)
-        raise InputError(
-            f"{folder}: {len(patterns)} image sequences in this folder, pass one as a pattern: {listing}"
-        )
+        raise InputError(f"{folder}: {len(patterns)} image sequences in this folder, pass one as a pattern: {listing}")
     return patterns[0]
 
 
-def _frames_on_disk(pattern: _Pattern) -> list[int]:
+def _frames_on_disk(pattern: FramePattern) -> list[int]:
     """Frames whose file exists, spelled with the pattern's padding (or unpadded and longer)."""
     regex = re.compile(re.escape(pattern.prefix) + r"(-?\d+)" + re.escape(pattern.suffix))
     found = []
@@ -235,7 +104,7 @@ def _frames_on_disk(pattern: _Pattern) -> list[int]:
             continue
         number = int(match.group(1))
         # "plate.01001.exr" is not frame 1001 of a 4-padded sequence; "plate.10000.exr" is.
-        if _digits(number, pattern.padding) == match.group(1):
+        if frame_digits(number, pattern.padding) == match.group(1):
             found.append(number)
     return sorted(found)
 
@@ -264,7 +133,7 @@ class ImageSequence:
     def __init__(self, path: str | os.PathLike[str], layer: str | None = None) -> None:
         text = os.fspath(path)
         self.layer = layer
-        parsed = _split_pattern(text)
+        parsed = split_pattern(text)
         if parsed is not None:
             self._parsed = parsed
             self.pattern = text
@@ -273,7 +142,7 @@ class ImageSequence:
             self._parsed = _scan_folder(text)
         else:
             directory, name = os.path.split(text)
-            split = _split_numbered(name)
+            split = split_numbered(name)
             if split is None:
                 raise InputError(
                     f"{text}: not an image sequence: no frame number; use a pattern such as "
@@ -282,11 +151,11 @@ class ImageSequence:
             prefix, number, suffix = split
             siblings = [number]
             for sibling in _visible_files(directory):
-                other = _split_numbered(sibling)
+                other = split_numbered(sibling)
                 if other is not None and (other[0], other[2]) == (prefix, suffix):
                     siblings.append(other[1])
             padding = _infer_padding(siblings, must_fit=number)
-            self._parsed = _Pattern(directory, prefix, padding, suffix)
+            self._parsed = FramePattern(directory, prefix, padding, suffix)
         self.pattern = self._parsed.hashes()
 
     @property
@@ -524,9 +393,7 @@ class VideoSource:
     def read(self, frame: int) -> Plate:
         index = frame - self.start_frame
         if not 0 <= index < self._count:
-            raise ImageReadError(
-                f"{self.filename}: frame {frame} is outside the video ({self.first}-{self.last})"
-            )
+            raise ImageReadError(f"{self.filename}: frame {frame} is outside the video ({self.first}-{self.last})")
         with self._lock:
             if self._cached is None or self._cached[0] != index:
                 self._cached = (index, self._decode(index))
@@ -575,7 +442,7 @@ def open_source(
 ) -> ImageSequence | VideoSource:
     """The right source for a path: a video file by its extension, else an image sequence."""
     text = os.fspath(path)
-    if os.path.splitext(text)[1].lower() in VIDEO_EXTENSIONS and _split_pattern(text) is None:
+    if is_video(text) and split_pattern(text) is None:
         return VideoSource(text, start_frame=start_frame)
     return ImageSequence(text, layer=layer)
 
@@ -589,8 +456,8 @@ def resolve_frames(
     ``missing="hold"`` fills a gap with the last frame before it (or, before the first frame, the
     first), as a Nuke Read does, keeping output numbering continuous for editorial.
     """
-    if missing not in MISSING_POLICIES:
-        accepted = ", ".join(MISSING_POLICIES)
+    if missing not in MISSING_MODES:
+        accepted = ", ".join(MISSING_MODES)
         raise InputError(f"unknown missing-frames policy {missing!r}; accepted: {accepted}")
     on_disk = sorted(set(seq.frames()))
     if frames is None:

@@ -18,6 +18,7 @@ import pytest
 from rvm_vfx import imageio
 from rvm_vfx.errors import ImageReadError, InputError, OutputError
 from rvm_vfx.imageio import EXR_COMPRESSIONS, ImageHeader, list_layers, read_image, write_exr
+from rvm_vfx.spec import names
 
 H, W = 12, 16
 
@@ -535,9 +536,24 @@ def test_parent_that_is_a_file(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["renders"]
 
 
-def test_temporary_name_is_hidden_and_beside_the_target(tmp_path: Path) -> None:
-    name = imageio._temporary_name(str(tmp_path / "matte.1001.exr"))
-    folder, base = os.path.split(name)
-    assert folder == str(tmp_path)
+def test_a_frame_is_written_whole_under_the_contracts_temporary_name_then_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renamed: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        assert os.path.getsize(src) > 0 and not os.path.exists(dst)
+        renamed.append((src, dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(imageio.os, "replace", replace)
+    target = tmp_path / "matte.1001.exr"
+    write_exr(target, _rgba(), _header(), "ACEScg", {})
+    ((temporary, final),) = renamed
+    folder, base = os.path.split(temporary)
+    assert (folder, final) == (str(tmp_path), str(target))
     assert base.startswith(".matte.1001.exr.") and base.endswith(".tmp.exr")
-    assert name != imageio._temporary_name(str(tmp_path / "matte.1001.exr"))
+    # The name the worker and the plugins recognise when they clean up after a killed writer.
+    assert names.parse_temporary_frame_name(base) == ("matte.1001.exr", os.getpid())
+    assert os.listdir(tmp_path) == ["matte.1001.exr"]
