@@ -99,9 +99,13 @@ def plate_id(tree: Any, plate_node: Any) -> str:
     return str(pid)
 
 
-def find_plate_node(tree: Any, pid: str) -> Any:
-    """The plate node with this id, wherever the artist renamed it to; None once it is deleted."""
-    return next((n for n in tree.nodes if n.get(PLATE_ID_KEY) == pid), None)
+def find_plate_node(tree: Any, pid: str, name: str = "") -> Any:
+    """The plate node with this id, wherever the artist renamed it to; None once it is deleted.
+
+    Of a node and its not yet matted copy (same id), the one still called ``name`` is taken.
+    """
+    nodes = [n for n in tree.nodes if n.get(PLATE_ID_KEY) == pid]
+    return next((n for n in nodes if n.name == name), nodes[0] if nodes else None)
 
 
 def _is_owned(node: Any, pid: str, plate_node: Any) -> bool:

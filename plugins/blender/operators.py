@@ -265,7 +265,7 @@ class MatteRun:
     def _wire(self, context: bpy.types.Context) -> Any:
         scene = bpy.data.scenes.get(self.scene_name) or context.scene
         tree = compositor.compositor_tree(scene)
-        node = compositor.find_plate_node(tree, self.plate_id)
+        node = compositor.find_plate_node(tree, self.plate_id, self.plate_node_name)
         if node is None:
             raise RunError(f"the plate node {self.plate_node_name!r} was removed while the matte rendered")
         first = self.output.replace("#" * self.output.count("#"), f"{self.first_frame:0{self.output.count('#')}d}")

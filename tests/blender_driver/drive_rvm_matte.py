@@ -154,7 +154,7 @@ def error_cases(config: dict[str, Any], scene: Any) -> dict[str, Any]:
     p.engine_python = sys.executable  # Blender's venv: a Python without rvm-vfx
     cases["python_without_engine"] = run_operator()
     p.engine_python = config["engine_python"]
-    plate = scene.compositing_node_group.nodes["Plate"].image
+    plate = plate_tree(scene).nodes["Plate"].image
     plate.source = "FILE"
     cases["still_image"] = run_operator()
     plate.source = "SEQUENCE"
