@@ -24,9 +24,11 @@ import torch
 from .errors import InputError, write_error
 from .model import MattingNetwork, auto_downsample_ratio
 from .model.batchnorm_folding import optimize_for_inference
+from .spec.job import DEVICES
 
 log = logging.getLogger(__name__)
 
+# The torch dtype of each of the Job's precisions (``spec.job.PRECISIONS``, the same keys in the same order).
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SNAPSHOT_VERSION = 1
 
@@ -75,8 +77,8 @@ def pick_device(device: str = "auto") -> torch.device:
         raise InputError("device 'cuda' was requested but no CUDA device is available")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError("device 'mps' was requested but MPS is not available")
-    if device not in ("cpu", "cuda", "mps"):
-        raise InputError(f"unknown device {device!r}; expected auto, cpu, cuda or mps")
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r}; expected {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
     return torch.device(device)
 
 

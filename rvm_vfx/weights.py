@@ -27,10 +27,13 @@ from torch import nn
 
 from .errors import CheckpointError
 from .model import MattingNetwork
+from .spec import names
 
-OFFICIAL_URL = "https://github.com/PeterL1n/RobustVideoMatting/releases/download/v1.0.0/rvm_mobilenetv3.pth"
-OFFICIAL_FILENAME = "rvm_mobilenetv3.pth"
-CHECKPOINT_ENV = "RVM_VFX_CHECKPOINT"
+# The release, its file names and the cache are the contract's: a plugin that points at the weights must
+# look where ``download-weights`` puts them.
+OFFICIAL_URL = names.OFFICIAL_URLS[names.DEFAULT_ENCODER]
+OFFICIAL_FILENAME = names.OFFICIAL_CHECKPOINTS[names.DEFAULT_ENCODER]
+CHECKPOINT_ENV = names.CHECKPOINT_ENV
 # Ends every "no such checkpoint" message: a first-time user has none yet and must learn how to get one.
 GET_A_CHECKPOINT = (
     f"run `rvm-vfx download-weights` (the official {OFFICIAL_FILENAME}), or pass --checkpoint PATH or set "
@@ -46,16 +49,12 @@ StateDict = dict[str, torch.Tensor]
 
 def cache_dir() -> Path:
     """Per-user cache, following XDG so farm admins can redirect it with one variable."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rvm-vfx"
+    return Path(names.cache_dir())
 
 
 def default_checkpoint() -> Path:
     """``$RVM_VFX_CHECKPOINT`` when set, else the official MobileNetV3 file in the user cache."""
-    env = os.environ.get(CHECKPOINT_ENV)
-    if env:
-        return Path(env)
-    return cache_dir() / OFFICIAL_FILENAME
+    return Path(names.default_checkpoint())
 
 
 def resolve_checkpoint(path: str | os.PathLike[str] | None) -> Path:
