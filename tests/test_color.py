@@ -250,7 +250,7 @@ def test_resolve_input_space_precedence(pipeline: ColorPipeline) -> None:
 
 def test_unknown_file_tag_falls_back_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     pipe = ColorPipeline(ocio.Config.CreateFromFile(BUILTIN_CONFIG))
-    with caplog.at_level(logging.WARNING, logger="rvm_vfx.color"):
+    with caplog.at_level(logging.WARNING, logger="rvm_vfx.colorspaces"):
         assert pipe.resolve_input_space(None, "MysteryCam Log", True) == "ACEScg"
         assert pipe.resolve_input_space(None, "MysteryCam Log", True) == "ACEScg"
         assert pipe.resolve_input_space(None, "MysteryCam Log", False) == SRGB_TX
@@ -318,7 +318,7 @@ def test_output_space_differs_from_plate_space(pipeline: ColorPipeline) -> None:
 
     to_709 = _acescg_to_lin709()
     np.testing.assert_allclose(rgba[0, 0, :3], to_709 @ plate[0, 0], rtol=1e-4)
-    assert np.array_equal(rgba[0, 0, :3], pipeline.plate_to_output(plate, "ACEScg", "lin_rec709")[0, 0])
+    assert np.array_equal(rgba[0, 0, :3], pipeline.convert(plate, "ACEScg", "lin_rec709")[0, 0])
     assert np.array_equal(rgba[..., 3], alpha)
 
     same = pipeline.compose_foreground(plate, src, fgr, alpha, "ACEScg", "ACEScg")
@@ -334,7 +334,7 @@ def test_encoded_plate_gets_residual_in_scene_linear(pipeline: ColorPipeline) ->
     assert pipeline.working_space_for(SRGB_TX) == "ACEScg"
 
     rgba = pipeline.compose_foreground(plate, src, fgr, alpha, SRGB_TX, "ACEScg")
-    plate_lin = pipeline.plate_to_output(plate, SRGB_TX, "ACEScg")
+    plate_lin = pipeline.convert(plate, SRGB_TX, "ACEScg")  # the working space is ACEScg itself
     assert np.array_equal(rgba[0, 0, :3], plate_lin[0, 0])
     residual = pipeline.convert(fgr, SRGB_TX, "ACEScg") - pipeline.convert(src, SRGB_TX, "ACEScg")
     np.testing.assert_allclose(rgba[0, 1, :3], (plate_lin[0, 1] + residual[0, 1]) * 0.5, rtol=1e-6)

@@ -104,7 +104,7 @@ def test_one_and_two_channel_plates_become_rgb(tmp_path: Path, channels: int) ->
     # Solid foreground is the grey plate itself, repeated into R, G and B and taken to scene-linear.
     stored = oiio.ImageBuf(str(tmp_path / "plate.0001.png")).get_pixels(oiio.FLOAT)[..., :1]
     color = ColorPipeline()
-    expected = color.plate_to_output(np.repeat(stored, 3, axis=2), color.model_space, color.scene_linear)
+    expected = color.convert(np.repeat(stored, 3, axis=2), color.model_space, color.scene_linear)
     np.testing.assert_array_equal(rgba[solid, :3], expected[solid].astype(np.float16).astype(np.float32))
     np.testing.assert_array_equal(rgba[solid, 0], rgba[solid, 2])
     if channels == 2:
