@@ -32,7 +32,6 @@ __all__ = [
     "TIMECODE_ATTRIBUTE",
     "ImageHeader",
     "Plate",
-    "list_layers",
     "read_image",
     "timing_attributes",
     "write_exr",
@@ -301,17 +300,6 @@ def _plate_attributes(spec: oiio.ImageSpec) -> tuple[dict[str, object], dict[str
 def _pixel_aspect(spec: oiio.ImageSpec) -> float:
     aspect = spec.get_float_attribute("PixelAspectRatio", 1.0)
     return float(aspect) if np.isfinite(aspect) and aspect > 0 else 1.0
-
-
-def list_layers(path: str | os.PathLike[str]) -> list[str]:
-    """Layers a plate offers, for a host's layer menu (``"rgba"`` is the unprefixed R, G, B)."""
-    path = os.fspath(path)
-    _check_exists(path)
-    inp = _open(path)
-    try:
-        return _layers_of(_subimage_specs(inp))
-    finally:
-        inp.close()
 
 
 def _open(path: str) -> oiio.ImageInput:
