@@ -146,13 +146,12 @@ class JobRunner:
     # ------------------------------------------------------------------ endings
 
     def _runs(self, claim: Claim, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """Append this attempt to the job's runs and return them all: the report adds up every attempt."""
         record["ended_at"] = time.time()
-        path = claim.job_dir / RUNS
         try:
-            with open(path, "a", encoding="utf-8") as handle:
+            with open(claim.job_dir / RUNS, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record, default=str) + "\n")
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return [json.loads(line) for line in lines if line.strip()]
+            return read_runs(claim.job_dir)
         except (OSError, ValueError):
             return [record]
 
@@ -396,7 +395,7 @@ def _detach_job_log(handler: logging.Handler | None) -> None:
 
 
 def read_runs(job_dir: Path) -> list[dict[str, Any]]:
-    """The attempts recorded for a job (tests and ``status`` use it)."""
+    """The attempts recorded for a job, oldest first (a line that is not an object is skipped)."""
     path = job_dir / RUNS
     if not path.exists():
         return []
