@@ -1,7 +1,8 @@
 """The ``rvm-vfx`` command: a thin layer that turns flags into a Job and reports progress.
 
-Exit codes are part of the interface the plugins and the farm rely on: 0 done, 2 bad input or
-arguments (the user can fix it), 1 anything else.
+Exit codes (``rvm_vfx.spec.exits``) and the JSON progress lines (``rvm_vfx.spec.progress``) are part of
+the interface the plugins and the farm rely on: 0 done, 2 bad input or arguments (the user can fix it),
+1 anything else. The ``matte`` command's flags are the Job's fields that declare one.
 """
 
 from __future__ import annotations
@@ -19,27 +20,15 @@ from typing import Any
 
 from . import __version__
 from .errors import InputError
+from .spec.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, exit_code
+from .spec.fields import JobField
+from .spec.job import FIELDS
+from .spec.progress import CANCELLED, DONE, EventWriter, error_event, event
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "build_parser", "exit_code", "main"]
 
 
 # --------------------------------------------------------------------------- progress reporting
-
-
-class JsonProgress:
-    """One JSON object a line on stdout, flushed at once: the plugins' subprocess protocol."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stdout
-        self._lock = threading.Lock()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        with self._lock:
-            self.stream.write(json.dumps(event) + "\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        pass
 
 
 class BarProgress:
@@ -71,7 +60,7 @@ def make_progress(mode: str) -> Callable[[dict[str, Any]], None] | Any:
     if mode == "auto":
         mode = "bar" if sys.stderr.isatty() else "none"
     if mode == "json":
-        return JsonProgress()
+        return EventWriter(sys.stdout)
     if mode == "bar":
         return BarProgress()
     return None
@@ -83,34 +72,16 @@ def make_progress(mode: str) -> Callable[[dict[str, Any]], None] | Any:
 def _job_from_matte_args(args: argparse.Namespace) -> Any:
     from .job import Job
 
+    values = {f.name: getattr(args, f.name) for f in FIELDS if f.flag}
     downsample: str | float = args.downsample
     if downsample != "auto":
         try:
             downsample = float(downsample)
         except ValueError:
             raise InputError(f"--downsample: expected 'auto' or a number in (0, 1], got {args.downsample!r}") from None
-    return Job(
-        input=args.input,
-        output=args.output,
-        frames=args.frames,
-        layer=args.layer,
-        start_frame=args.start_frame,
-        missing=args.missing,
-        checkpoint=args.checkpoint,
-        downsample=downsample,
-        device=args.device,
-        precision=args.precision,
-        ocio_config=args.ocio_config,
-        input_colorspace=args.input_colorspace,
-        output_colorspace=args.output_colorspace,
-        compression=args.compression,
-        output_mode=args.output_mode,
-        alpha_output=args.alpha_output,
-        fg_output=args.fg_output,
-        preroll=args.preroll,
-        overwrite=args.overwrite,
-        snapshot_every=args.snapshot_every if args.state_dir else 0,
-    )
+    values["downsample"] = downsample
+    values["snapshot_every"] = args.snapshot_every if args.state_dir else 0
+    return Job(**values)
 
 
 def _run_job(job: Any, progress_mode: str, state_dir: str | None = None) -> int:
@@ -133,13 +104,13 @@ def _run_job(job: Any, progress_mode: str, state_dir: str | None = None) -> int:
             progress.close()
     summary = report.to_dict()
     if report.stopped:
-        if isinstance(progress, JsonProgress):
-            progress({"event": "cancelled", **summary})
+        if isinstance(progress, EventWriter):
+            progress(event(CANCELLED, **summary))
         else:
             print(f"stopped after {summary['done']} of {summary['total']} frames", file=sys.stderr)
         return EXIT_FAILED
-    if isinstance(progress, JsonProgress):
-        progress({"event": "done", **summary})
+    if isinstance(progress, EventWriter):
+        progress(event(DONE, **summary))
     elif progress_mode != "none":
         rate = f"{summary['elapsed_s']:.1f} s ({summary['fps']:.2f} fps)"
         frames = "frame" if summary["done"] == 1 else "frames"
@@ -217,6 +188,39 @@ def cmd_convert_weights(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 
+# Where a flag differs from its field. On the command line snapshots go only into a --state-dir, which asks
+# for them, so they are on by default there; a Job (a ticket, a plugin's) takes none unless it says so.
+_FLAG_OVERRIDES: dict[str, dict[str, Any]] = {
+    "snapshot_every": {"default": 10, "help": "frames between snapshots (default 10)"},
+}
+# Choice fields whose values the parser leaves to the Job: ten compression names would swamp the usage line,
+# and the Job's message (exit 2) lists them.
+_CHOICES_LEFT_TO_THE_JOB = frozenset({"compression"})
+
+
+def _flag_options(field: JobField) -> dict[str, Any]:
+    """argparse's options for one Job field: its help, and for a flag its default, type and choices."""
+    options: dict[str, Any] = {"help": field.help.replace("%", "%%")}  # argparse formats help with %
+    if not field.flag or not field.flag.startswith("-"):
+        return options  # a positional: required, a string
+    options["dest"] = field.name
+    if field.types == (bool,):
+        options["action"] = "store_true"
+    else:
+        options["default"] = field.default_value()
+        if field.types == (int,):
+            options["type"] = int
+        if field.choices and field.name not in _CHOICES_LEFT_TO_THE_JOB:
+            options["choices"] = field.choices
+    return {**options, **_FLAG_OVERRIDES.get(field.name, {})}
+
+
+def _add_job_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag (or positional) for every Job field that declares one, in the order the fields are declared."""
+    for field in FIELDS:
+        if field.flag:
+            parser.add_argument(field.flag, **_flag_options(field))
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rvm-vfx", description="Robust Video Matting for VFX pipelines")
@@ -227,27 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     progress_help = "progress display: bar (terminal), json (one object a line, for plugins), none; default auto"
 
     matte = sub.add_parser("matte", help="matte a plate into premultiplied EXR frames")
-    matte.add_argument("input", help="plate: name.####.exr, name.%%04d.exr, name.$F4.exr, a folder, or a video")
-    matte.add_argument("output", help="output EXR pattern, e.g. out/matte.####.exr")
-    matte.add_argument("--frames", help="frame range, e.g. 1001-1100 or 1001-1050,1060-1100 (default: all)")
-    matte.add_argument("--layer", help="EXR layer to read (default: rgba)")
-    matte.add_argument("--start-frame", type=int, default=1, help="number of a video's first frame (default 1)")
-    matte.add_argument("--missing", choices=("error", "hold"), default="error", help="missing frames: fail or hold")
-    matte.add_argument("--checkpoint", help="weights: .pth, .torchscript or TF.js model.json (default: cached)")
-    matte.add_argument("--downsample", default="auto", help="downsample ratio: auto or a number in (0, 1]")
-    matte.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    matte.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
-    matte.add_argument("--ocio-config", help="OCIO config (default: $OCIO, else the built-in CG config)")
-    matte.add_argument("--input-colorspace", help="plate colour space (default: file metadata, else by type)")
-    matte.add_argument("--output-colorspace", help="output colour space (default: the scene_linear role)")
-    matte.add_argument("--compression", default="zip", help="EXR compression: zip zips piz dwaa dwab none ...")
-    matte.add_argument("--output-mode", choices=("premultiplied", "alpha"), default="premultiplied")
-    matte.add_argument("--preroll", type=int, default=0, help="frames run before the first one to warm the state")
-    matte.add_argument("--alpha-output", help="also write alpha-only EXRs to this pattern")
-    matte.add_argument("--fg-output", help="also write the straight (unpremultiplied) foreground to this pattern")
-    matte.add_argument("--overwrite", action="store_true", help="replace existing output frames")
+    _add_job_flags(matte)
     matte.add_argument("--state-dir", help="folder for resume snapshots: run again with it to resume")
-    matte.add_argument("--snapshot-every", type=int, default=10, help="frames between snapshots (default 10)")
     matte.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto", help=progress_help)
     matte.set_defaults(func=cmd_matte)
 
@@ -284,9 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a message and an exit code
-        code = EXIT_BAD_INPUT if isinstance(exc, InputError) else EXIT_FAILED
+        code = exit_code(exc)
         if json_mode:
-            JsonProgress()({"event": "error", "error": {"type": type(exc).__name__, "message": str(exc)}})
+            EventWriter(sys.stdout)(error_event(exc))
         else:
             print(f"rvm-vfx: error: {exc}", file=sys.stderr)
         logging.getLogger(__name__).debug("traceback", exc_info=True)  # shown with --verbose

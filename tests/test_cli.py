@@ -521,3 +521,238 @@ def test_installed_console_script(tmp_path: Path) -> None:
     assert bad.returncode == 2
     error = json.loads(bad.stdout.splitlines()[-1])["error"]
     assert error == {"type": "MissingFramesError", "message": f"{tmp_path / 'none.####.exr'}: no frames on disk"}
+
+
+# --------------------------------------------------------------------------- matte flags derived from the Job's fields
+
+
+def _flag(flags: tuple[str, ...], help: str, default=None, choices=None, type=None, action: str = "store") -> tuple:
+    return flags, default, choices, type, help, action
+
+
+# The matte parser as it was written by hand before its flags came from the Job's field table. device, precision
+# and output_mode had no help then; they now show their field's.
+OLD_MATTE_FLAGS = {
+    "input": _flag((), "plate: name.####.exr, name.%%04d.exr, name.$F4.exr, a folder, or a video"),
+    "output": _flag((), "output EXR pattern, e.g. out/matte.####.exr"),
+    "frames": _flag(("--frames",), "frame range, e.g. 1001-1100 or 1001-1050,1060-1100 (default: all)"),
+    "layer": _flag(("--layer",), "EXR layer to read (default: rgba)"),
+    "start_frame": _flag(("--start-frame",), "number of a video's first frame (default 1)", 1, type=int),
+    "missing": _flag(("--missing",), "missing frames: fail or hold", "error", ("error", "hold")),
+    "checkpoint": _flag(("--checkpoint",), "weights: .pth, .torchscript or TF.js model.json (default: cached)"),
+    "downsample": _flag(("--downsample",), "downsample ratio: auto or a number in (0, 1]", "auto"),
+    "device": _flag(
+        ("--device",),
+        "where the network runs; auto: CUDA, then MPS, then the CPU",
+        "auto",
+        ("auto", "cpu", "cuda", "mps"),
+    ),
+    "precision": _flag(
+        ("--precision",), "network precision; fp16 and bf16 are faster on GPUs", "fp32", ("fp32", "fp16", "bf16")
+    ),
+    "ocio_config": _flag(("--ocio-config",), "OCIO config (default: $OCIO, else the built-in CG config)"),
+    "input_colorspace": _flag(("--input-colorspace",), "plate colour space (default: file metadata, else by type)"),
+    "output_colorspace": _flag(("--output-colorspace",), "output colour space (default: the scene_linear role)"),
+    # No parser choices: a wrong name is the Job's error (exit 2, with the list), as it always was.
+    "compression": _flag(("--compression",), "EXR compression: zip zips piz dwaa dwab none ...", "zip"),
+    "output_mode": _flag(
+        ("--output-mode",),
+        "premultiplied RGBA, or the alpha channel alone",
+        "premultiplied",
+        ("premultiplied", "alpha"),
+    ),
+    "preroll": _flag(("--preroll",), "frames run before the first one to warm the state", 0, type=int),
+    "alpha_output": _flag(("--alpha-output",), "also write alpha-only EXRs to this pattern"),
+    "fg_output": _flag(("--fg-output",), "also write the straight (unpremultiplied) foreground to this pattern"),
+    "overwrite": _flag(("--overwrite",), "replace existing output frames", False, action="store_true"),
+    "state_dir": _flag(("--state-dir",), "folder for resume snapshots: run again with it to resume"),
+    "snapshot_every": _flag(("--snapshot-every",), "frames between snapshots (default 10)", 10, type=int),
+    "progress": _flag(
+        ("--progress",),
+        "progress display: bar (terminal), json (one object a line, for plugins), none; default auto",
+        "auto",
+        ("auto", "bar", "json", "none"),
+    ),
+}
+
+
+def _matte_parser():
+    import argparse
+
+    from rvm_vfx.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices["matte"]
+
+
+def _action_kind(action) -> str:
+    return "store_true" if action.const is True and action.nargs == 0 else "store"
+
+
+def test_matte_flags_are_the_hand_written_ones() -> None:
+    actions = {a.dest: a for a in _matte_parser()._actions if a.dest != "help"}
+    got = {
+        dest: (tuple(a.option_strings), a.default, a.choices, a.type, a.help, _action_kind(a))
+        for dest, a in actions.items()
+    }
+    assert got == OLD_MATTE_FLAGS
+
+
+def test_matte_help_lists_a_flag_for_every_cli_field(capsys, monkeypatch) -> None:
+    from rvm_vfx.spec.job import FIELDS
+
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exc:
+        main(["matte", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    usage = text.split("\n\n", 1)[0]
+    flagged = [f for f in FIELDS if f.flag]
+    assert {f.name for f in FIELDS if not f.flag} == {"name", "priority", "metadata", "schema_version"}
+    for field in flagged:
+        if field.flag.startswith("--"):
+            assert re.search(rf"^  {re.escape(field.flag)}\b", text, re.MULTILINE), field.flag
+        else:
+            assert re.search(rf"\s{field.flag}(\s|$)", usage), field.flag
+            assert re.search(rf"^  {field.flag}\s", text, re.MULTILINE), field.flag
+        # Each flag's help is its field's, but for --snapshot-every, whose default on the command line is its own.
+        shown = "frames between snapshots (default 10)" if field.name == "snapshot_every" else field.help
+        assert shown.split(" (")[0].split(";")[0] in text, field.name
+
+
+MATTE_ARGS = [
+    "matte",
+    "p/plate.####.exr",
+    "o/m.####.exr",
+    *("--frames", "1001-1010,1020"),
+    *("--layer", "beauty"),
+    *("--start-frame", "5"),
+    *("--missing", "hold"),
+    *("--checkpoint", "w/rvm.pth"),
+    *("--downsample", "0.5"),
+    *("--device", "cpu"),
+    *("--precision", "bf16"),
+    *("--ocio-config", "ocio://cg-config-v5.0.0_aces-v2.1_ocio-v2.6"),
+    *("--input-colorspace", "ACEScg"),
+    *("--output-colorspace", "lin_srgb"),
+    *("--compression", "dwaa"),
+    *("--output-mode", "alpha"),
+    *("--preroll", "7"),
+    *("--alpha-output", "o/a.####.exr"),
+    *("--fg-output", "o/f.####.exr"),
+    "--overwrite",
+    *("--state-dir", "s"),
+    *("--snapshot-every", "4"),
+    *("--progress", "none"),
+]
+
+
+def test_a_full_set_of_matte_flags_builds_the_job_it_always_did() -> None:
+    from rvm_vfx.cli import _job_from_matte_args, build_parser
+    from rvm_vfx.job import Job
+
+    args = build_parser().parse_args(MATTE_ARGS)
+    assert _job_from_matte_args(args) == Job(
+        input="p/plate.####.exr",
+        output="o/m.####.exr",
+        frames="1001-1010,1020",
+        layer="beauty",
+        start_frame=5,
+        missing="hold",
+        checkpoint="w/rvm.pth",
+        downsample=0.5,
+        device="cpu",
+        precision="bf16",
+        ocio_config="ocio://cg-config-v5.0.0_aces-v2.1_ocio-v2.6",
+        input_colorspace="ACEScg",
+        output_colorspace="lin_srgb",
+        compression="dwaa",
+        output_mode="alpha",
+        alpha_output="o/a.####.exr",
+        fg_output="o/f.####.exr",
+        preroll=7,
+        overwrite=True,
+        snapshot_every=4,
+    )
+    assert (args.state_dir, args.progress) == ("s", "none")
+
+
+def test_matte_defaults_build_the_default_job_and_snapshots_need_a_state_dir() -> None:
+    from rvm_vfx.cli import _job_from_matte_args, build_parser
+    from rvm_vfx.job import Job
+
+    parser = build_parser()
+    assert _job_from_matte_args(parser.parse_args(["matte", "a.####.exr", "b.####.exr"])) == Job(
+        input="a.####.exr", output="b.####.exr"
+    )
+    # Snapshots are taken only into a state folder: 10 frames apart by default, none without one.
+    with_state = parser.parse_args(["matte", "a.####.exr", "b.####.exr", "--state-dir", "s"])
+    assert _job_from_matte_args(with_state).snapshot_every == 10
+    without = parser.parse_args(["matte", "a.####.exr", "b.####.exr", "--snapshot-every", "3"])
+    assert _job_from_matte_args(without).snapshot_every == 0
+
+
+def test_matte_compression_is_checked_by_the_job_with_its_message(capsys) -> None:
+    assert main(["matte", "a.####.exr", "b.####.exr", "--compression", "zstd", "--progress", "json"]) == 2
+    assert _events(capsys) == [
+        {
+            "event": "error",
+            "error": {
+                "type": "InputError",
+                "message": "job field 'compression': expected one of zip, zips, piz, dwaa, dwab, none, rle, pxr24, "
+                "b44, b44a, got 'zstd'",
+            },
+        }
+    ]
+
+
+# --------------------------------------------------------------------------- job files of older schema versions
+
+
+def _version_1_job(checkpoint: str) -> dict:
+    """A job file as plugins wrote them before schema versions: every field of the time, no ``schema_version``."""
+    return {
+        "input": "plate/plate.####.png",
+        "output": "renders/m.####.exr",
+        "frames": "1001-1002",
+        "layer": None,
+        "start_frame": 1,
+        "missing": "error",
+        "checkpoint": checkpoint,
+        "downsample": "auto",
+        "device": "cpu",
+        "precision": "fp32",
+        "ocio_config": None,
+        "input_colorspace": None,
+        "output_colorspace": None,
+        "compression": "zip",
+        "output_mode": "premultiplied",
+        "alpha_output": "renders/a.####.exr",
+        "fg_output": None,
+        "preroll": 1,
+        "overwrite": False,
+        "snapshot_every": 0,
+        "name": "sh010",
+        "priority": 0,
+        "metadata": {"host": "nuke"},
+    }
+
+
+def test_a_version_1_job_file_still_renders(plate: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "job.json").write_text(json.dumps(_version_1_job(CKPT)))
+    assert main(["render", str(tmp_path / "job.json"), "--progress", "json"]) == 0
+    done = _events(capsys)[-1]
+    assert done["event"] == "done" and done["frames_written"] == "1001-1002"
+    assert sorted(os.listdir(tmp_path / "renders")) == ["a.1001.exr", "a.1002.exr", "m.1001.exr", "m.1002.exr"]
+    assert _header(tmp_path / "renders" / "m.1001.exr")["rvm:meta:host"] == "nuke"
+
+
+def test_a_job_file_newer_than_the_engine_exits_2_saying_so(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"input": "a.####.exr", "output": "b.####.exr", "schema_version": 3}))
+    assert main(["render", str(path), "--progress", "json"]) == 2
+    assert _events(capsys)[-1]["error"] == {
+        "type": "InputError",
+        "message": f"{path}: job field 'schema_version': version 3 is newer than this rvm-vfx reads (up to 2); "
+        "update rvm-vfx",
+    }
