@@ -9,14 +9,22 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from .nuke_stub import FAKE_ENGINE, plugin_module
+from .nuke_stub import FAKE_ENGINE, kill_fake_engines, plugin_module
 
 engine = plugin_module("rvm_nuke.engine")
 jobs = plugin_module("rvm_nuke.jobs")
+
+
+@pytest.fixture(autouse=True)
+def no_engine_outlives_its_test(tmp_path):
+    yield
+    assert kill_fake_engines(tmp_path) == [], "a fake engine was still running after the test"
+
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="graceful stop uses SIGTERM")
 
@@ -241,3 +249,102 @@ def test_a_failing_callback_leaves_no_orphan_engine(tmp_path):
     pid = int((out / "fake-engine.pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # killed and reaped
+
+
+@posix_only
+def test_stop_all_kills_every_running_engine_and_removes_its_partial_frame(tmp_path):
+    """What the plugin calls when the script closes or Nuke quits: no engine may outlive Nuke."""
+    job_path, out = fake_job(tmp_path, "1001-1005")
+    started = threading.Event()
+    results = []
+
+    def follow():
+        results.append(
+            engine.run_engine(
+                fake_command("stubborn", job_path),  # ignores SIGTERM, leaves a half-written frame
+                on_event=lambda e: e["event"] == "progress" and started.set(),
+                output_dirs=[str(out)],
+            )
+        )
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    assert started.wait(30)
+    pid = int((out / "fake-engine.pid").read_text())
+    assert engine.stop_all() == [pid]
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    (result,) = results
+    assert (result.status, result.message, result.killed) == ("cancelled", "stopped: Nuke closed the script", True)
+    assert sorted(p.name for p in out.iterdir()) == ["fake-engine.pid", "m.1001.exr"]
+    assert engine.stop_all() == []  # nothing left to stop
+
+
+# ------------------------------------------------------------------------------------------ precomp
+
+
+def test_run_frames_reports_like_the_engine():
+    rendered, events = [], []
+    result = engine.run_frames([1001, 1002, 1003], lambda f: rendered.append(f), on_event=events.append)
+    assert result.ok and (result.done, result.total) == (3, 3) and rendered == [1001, 1002, 1003]
+    assert [engine.progress_text(e) for e in events] == [
+        "precomp: starting: 3 frames", "precomp: frame 1001 (1 of 3)", "precomp: frame 1002 (2 of 3)",
+        "precomp: frame 1003 (3 of 3)", "precomp: done: 3 frames",
+    ]  # fmt: skip
+    assert [engine.progress_percent(e) for e in events] == [0, 33, 66, 100, 100]
+
+
+def test_run_frames_stops_at_an_error_or_a_cancel():
+    failed = engine.run_frames([1, 2, 3], lambda f: "Write1: disk full" if f == 2 else None)
+    assert (failed.status, failed.done, failed.message) == ("error", 1, "frame 2: Write1: disk full")
+    rendered = []
+    cancelled = engine.run_frames([1, 2, 3], rendered.append, is_cancelled=lambda: len(rendered) == 1)
+    assert (cancelled.status, cancelled.message, rendered) == ("cancelled", "precomp stopped after 1 of 3 frames", [1])
+
+
+# --------------------------------------------------------------------------------------- the engine
+
+
+def test_check_engine_accepts_a_working_engine_and_remembers_it():
+    launcher = [sys.executable, "-m", "rvm_vfx"]  # this environment has rvm-vfx installed
+    assert engine.check_engine(launcher) == "0.1.0"
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("checked once per session")
+
+    assert engine.check_engine(launcher, run=must_not_run) == "0.1.0"
+
+
+def test_check_engine_names_what_is_wrong(tmp_path):
+    how = (
+        "Set 'engine Python' (Preferences > RVM, or the node's knob) to the python of the environment where "
+        "rvm-vfx is installed, or set $RVM_VFX_PYTHON."
+    )
+    missing = str(tmp_path / "venv" / "bin" / "pyhton")
+    with pytest.raises(engine.EngineNotFound) as error:
+        engine.check_engine([missing, "-m", "rvm_vfx"])
+    assert str(error.value) == f"engine Python {missing} does not exist. {how}"
+
+    plain = tmp_path / "python"
+    plain.write_text("")
+    with pytest.raises(engine.EngineNotFound) as error:
+        engine.check_engine([str(plain), "-m", "rvm_vfx"])
+    assert str(error.value) == f"engine Python {plain} is not executable. {how}"
+
+    bare = tmp_path / "bare-python"  # an interpreter that runs, without rvm-vfx
+    bare.write_text('#!/bin/sh\necho "$0: No module named rvm_vfx" >&2\nexit 1\n')
+    bare.chmod(0o755)
+    with pytest.raises(engine.EngineNotFound) as error:
+        engine.check_engine([str(bare), "-m", "rvm_vfx"])
+    assert str(error.value) == (
+        f"engine Python {bare} has no rvm-vfx installed ({bare}: No module named rvm_vfx). "
+        f"Install it there (pip install rvm-vfx), or point 'engine Python' at the environment that has it."
+    )
+
+    talker = tmp_path / "other-python"  # runs, but is not the engine
+    talker.write_text("#!/bin/sh\necho 'Python 3.11.4'\n")
+    talker.chmod(0o755)
+    with pytest.raises(engine.EngineNotFound, match=r"did not answer as rvm-vfx \('Python 3.11.4'\)"):
+        engine.check_engine([str(talker), "-m", "rvm_vfx"])

@@ -7,10 +7,13 @@ test, the real ``python -m rvm_vfx render`` on a small plate with the official w
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import runpy
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +24,19 @@ import pytest
 from rvm_vfx.job import Job
 
 from .conftest import DATA, TFJS_MODEL
-from .nuke_stub import FAKE_ENGINE, PLUGIN_DIR, plugin_module
-from .nuke_stub.fake_nuke import STARTLINE, FakeNuke
+from .nuke_stub import FAKE_ENGINE, PLUGIN_DIR, kill_fake_engines, plugin_module
+from .nuke_stub.fake_nuke import ALWAYS_SAVE, INVISIBLE, STARTLINE, FakeNuke, frame_range, restrict_values, seen
 
 jobs = plugin_module("rvm_nuke.jobs")
 engine = plugin_module("rvm_nuke.engine")
 
 BUILTIN = "ocio://cg-config-v5.0.0_aces-v2.1_ocio-v2.6"
+
+
+@pytest.fixture(autouse=True)
+def no_engine_outlives_its_test(tmp_path):
+    yield
+    assert kill_fake_engines(tmp_path) == [], "a fake engine was still running after the test"
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +49,8 @@ def studio_config(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
-    stub = FakeNuke(exe_path=str(tmp_path / "Nuke14.0v5" / "Nuke14.0"))
-    monkeypatch.setitem(sys.modules, "nuke", stub)
+    stub = FakeNuke()
+    monkeypatch.setitem(sys.modules, "nuke", stub.module)
     for name in ("RVM_VFX_WATCH_FOLDER", "RVM_VFX_PYTHON", "OCIO"):
         monkeypatch.delenv(name, raising=False)
     return stub
@@ -50,8 +59,9 @@ def fake(monkeypatch, tmp_path):
 @pytest.fixture
 def node(fake, monkeypatch):
     module = plugin_module("rvm_nuke.node")
-    monkeypatch.setattr(module, "nuke", fake)
+    monkeypatch.setattr(module, "nuke", fake.module)
     module._RUNNING.clear()
+    monkeypatch.setattr(module, "_watching_exit", False, raising=False)  # each test's stand-in gets its own callbacks
     return module
 
 
@@ -79,10 +89,30 @@ def make_shot(fake, node, tmp_path, config, *, colorspace="default (ACEScg)", fi
     root["customOCIOConfigPath"].setValue(str(config))
     read = fake.nodes.Read(name="Plate", first=first, last=last, origfirst=first, origlast=last, colorspace=colorspace)
     read["file"].setValue(file or jobs.slash(str(tmp_path / "plates" / "sh010.####.exr")))
-    read.first_frame, read.last_frame = first, last
+    frame_range(read, first, last)
     fake.selected = read
     group = node.create_node()
     return read, group
+
+
+def seen_progress(fake) -> threading.Event:
+    """Set once any progress task the plugin opens reports progress (so a test waits on an event, not a clock)."""
+    event = threading.Event()
+    make_task = fake.ProgressTask
+
+    def task(title):
+        made = make_task(title)
+        set_progress = made.setProgress
+
+        def record(value):
+            set_progress(value)
+            event.set()
+
+        made.setProgress = record
+        return made
+
+    fake.ProgressTask = task
+    return event
 
 
 def read_knobs(group, node):
@@ -105,6 +135,40 @@ def test_menu_registers_the_toolbar_entry_and_preferences(fake, node):
     assert list(prefs.knobs()).count(jobs.PREF_ENGINE_PYTHON) == 1
 
 
+def test_preferences_are_saved_with_nukes_and_come_back_after_a_restart(fake, node):
+    runpy.run_path(str(PLUGIN_DIR / "menu.py"))
+    prefs = fake.toNode("preferences")
+    names = ["rvm_preferences", jobs.PREF_ENGINE_PYTHON, jobs.PREF_WATCH_FOLDER]
+    assert [name for name in prefs.knobs() if prefs[name].getFlag(ALWAYS_SAVE)] == names
+    prefs[jobs.PREF_ENGINE_PYTHON].setValue("/opt/rvm-vfx/.venv/bin/python")
+    fake.reload_preferences()  # Nuke writes its preferences file, quits and starts again
+    prefs = fake.toNode("preferences")
+    assert list(prefs.knobs()) == names  # restored from the file, and not added a second time
+    assert node.preference(jobs.PREF_ENGINE_PYTHON) == "/opt/rvm-vfx/.venv/bin/python"
+    assert all(prefs[name].getFlag(ALWAYS_SAVE) for name in names)
+    assert prefs[jobs.PREF_WATCH_FOLDER].tooltip().startswith("The render worker's watch folder")
+
+
+def test_knob_scripts_do_nothing_harmful_on_a_nuke_without_the_plugin(fake, node, tmp_path, studio_config,
+                                                                      monkeypatch):  # fmt: skip
+    """A script with the node opened elsewhere (a farm Nuke, a colleague without the plugin) must not raise."""
+    _, group = make_shot(fake, node, tmp_path, studio_config)
+    fake.this_node, fake.this_knob = group, group["downsample_auto"]
+    group["downsample_auto"].setValue(False)
+    exec(group["knobChanged"].value(), {"nuke": fake.module})  # with the plugin: the panel follows the knob
+    assert group["downsample"].enabled()
+
+    monkeypatch.setitem(sys.modules, "rvm_nuke", None)  # `import rvm_nuke` now fails as it does there
+    monkeypatch.setitem(sys.modules, "rvm_nuke.node", None)
+    exec(group["knobChanged"].value(), {"nuke": fake.module})
+    assert fake.messages == []
+    exec(group["render"].command(), {"nuke": fake.module})
+    assert fake.messages == [
+        "RVM Matte: the rvm-vfx Nuke plugin is not installed in this Nuke (its folder is not on the plugin "
+        "path), so this button cannot run here. The node still shows the matte rendered so far."
+    ]
+
+
 def test_create_node_builds_the_group(fake, node, tmp_path, studio_config):
     read, group = make_shot(fake, node, tmp_path, studio_config)
     assert group.Class() == "Group" and group.name() == "RVMMatte1" and group.input(0) is read
@@ -113,30 +177,40 @@ def test_create_node_builds_the_group(fake, node, tmp_path, studio_config):
         assert knob is not None, spec.name
         if spec.kind in jobs.VALUE_KINDS:
             assert knob.value() == spec.default, spec.name
-        assert knob.tooltip == spec.tooltip
-    assert group["encoder"].values == list(jobs.ENCODERS)
-    assert group["output_mode"].values == ["premultiplied RGBA", "alpha only"]
-    assert fake.INVISIBLE in group[node.STATE_KNOB].flags and STARTLINE in group["render"].flags
+        assert knob.tooltip() == spec.tooltip
+    assert group["encoder"].values() == list(jobs.ENCODERS)
+    assert group["output_mode"].values() == ["premultiplied RGBA", "alpha only"]
+    assert group[node.STATE_KNOB].getFlag(INVISIBLE) and group["render"].getFlag(STARTLINE)
     # Every button calls a function that exists.
     for name in ("render", "send_to_farm", "reload"):
-        function = group[name].script.rsplit("rvm_nuke.node.", 1)[1].split("(")[0]
+        function = group[name].command().rsplit("rvm_nuke.node.", 1)[1].split("(")[0]
         assert callable(getattr(node, function))
     assert "knob_changed" in group["knobChanged"].value()
     # Input -> Switch(0), matte Read -> Switch(1) -> Output; passes the plate through until rendered.
     switch = group.node(node.SWITCH_NAME)
     assert switch.input(0) is group.node(node.INPUT_NAME) and switch.input(1) is group.node(node.READ_NAME)
     assert group.node(node.OUTPUT_NAME).input(0) is switch and switch["which"].value() == 0
-    assert group.panel_shown and fake._context == [fake.root()]
+    assert seen(group).panel_shown and fake._context == [fake.root()]
     assert node.create_node().name() == "RVMMatte2"
+
+
+def test_the_new_node_is_connected_once_its_input_exists(fake, node, tmp_path, studio_config):
+    """createNode cannot connect a Group that has no Input yet: the selection is connected afterwards."""
+    plate = fake.nodes.Read(name="Plate")
+    fake.selected = plate
+    group = node.create_node()
+    assert group.input(0) is plate and group.maximumInputs() == 1
+    fake.selected = None
+    assert node.create_node().input(0) is None  # nothing selected: nothing to connect, and no error
 
 
 def test_knob_changed_greys_out_what_does_not_apply(fake, node, tmp_path, studio_config):
     _, group = make_shot(fake, node, tmp_path, studio_config)
-    assert not group["downsample"].enabled and group["encoder"].enabled
+    assert not group["downsample"].enabled() and group["encoder"].enabled()
     group["downsample_auto"].setValue(False)
     group["checkpoint"].setValue("/models/mine.pth")
     node.knob_changed(group, group["downsample_auto"])
-    assert group["downsample"].enabled and not group["encoder"].enabled
+    assert group["downsample"].enabled() and not group["encoder"].enabled()
 
 
 # ------------------------------------------------------------------------------------------ render
@@ -162,10 +236,10 @@ def test_render_with_a_plain_read(fake, node, tmp_path, studio_config, use_fake_
         "file": job["output"], "first": 1001, "last": 1003, "origfirst": 1001, "origlast": 1003,
         "colorspace": "ACEScg", "premultiplied": True, "on_error": "error",
     }  # fmt: skip
-    assert group.node(node.READ_NAME)["reload"].executed == 1
+    assert seen(group.node(node.READ_NAME)["reload"]).executed == 1
     assert group.node(node.SWITCH_NAME)["which"].value() == 1
     assert group["status"].value().startswith("rendered 3 frame(s) (1 warning(s): 3 NaN/Inf")
-    task = fake.progress_tasks[0]
+    task = seen(fake.progress_tasks[0])
     assert task.title == "RVM Matte: RVMMatte1" and task.progress == [0, 33, 66, 100, 100]
     assert "frame 1002 (2 of 3), 2.50 fps, about 0 s left" in task.messages
     assert json.loads(group[node.STATE_KNOB].value())["output"] == job["output"]
@@ -175,9 +249,9 @@ def test_render_in_the_background_finishes_on_the_main_thread(fake, node, tmp_pa
     use_fake_engine("ok")
     _, group = make_shot(fake, node, tmp_path, studio_config)
     thread = node.on_render(group)
-    assert node._RUNNING == {"RVMMatte1": thread}
+    assert node._RUNNING["RVMMatte1"].thread is thread
     thread.join()
-    assert fake.main_thread_calls == [node.finish_render] and node._RUNNING == {}
+    assert fake.main_thread_calls == [node.finish_work] and node._RUNNING == {}
     assert group.node(node.SWITCH_NAME)["which"].value() == 1 and fake.messages == []
 
 
@@ -280,7 +354,7 @@ def test_missing_engine_is_reported_before_any_work(fake, node, tmp_path, studio
     _, group = make_shot(fake, node, tmp_path, studio_config)
     group.setInput(0, read)
     node.on_render(group)
-    assert "set 'engine Python'" in fake.messages[0] and fake.executed == []  # no precomp was rendered
+    assert "Set 'engine Python'" in fake.messages[0] and fake.executed == []  # no precomp was rendered
 
 
 def test_unknown_colour_space_in_nukes_menu_is_reported_in_the_status(fake, node, tmp_path, studio_config,
@@ -288,9 +362,48 @@ def test_unknown_colour_space_in_nukes_menu_is_reported_in_the_status(fake, node
     use_fake_engine("ok")
     _, group = make_shot(fake, node, tmp_path, studio_config)
     colorspace = group.node(node.READ_NAME)["colorspace"]
-    colorspace.kind, colorspace.values = "Enumeration", ["default", "linear"]
+    restrict_values(colorspace, ["default", "linear"])
     node.render_matte(group, background=False)
     assert group["status"].value().startswith("rendered 3 frame(s); set the Read's colorspace by hand")
+
+
+def test_a_mistyped_engine_python_is_reported_before_any_work(fake, node, tmp_path, studio_config):
+    plate, group = make_shot(fake, node, tmp_path, studio_config)
+    grade = fake.nodes.Grade(name="Grade1")
+    grade.setInput(0, plate)
+    frame_range(grade, 1001, 1003)
+    group.setInput(0, grade)  # would need a precomp first
+    typo = str(tmp_path / "opt" / "rvm-vfx" / ".venv" / "bin" / "pyhton")
+    group["engine_python"].setValue(typo)
+    node.on_render(group)
+    assert fake.messages == [
+        f"RVM Matte RVMMatte1: engine Python {typo} does not exist. Set 'engine Python' (Preferences > RVM, or "
+        "the node's knob) to the python of the environment where rvm-vfx is installed, or set $RVM_VFX_PYTHON."
+    ]
+    assert fake.executed == [] and fake.progress_tasks == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the fake engine waits for SIGTERM")
+def test_closing_the_script_stops_its_engine(fake, node, tmp_path, studio_config, use_fake_engine, monkeypatch):
+    at_exit = []
+    monkeypatch.setattr(atexit, "register", at_exit.append)
+    use_fake_engine("wait")  # renders one frame, then waits to be stopped
+    _, group = make_shot(fake, node, tmp_path, studio_config)
+    progressed = seen_progress(fake)
+    thread = node.on_render(group)
+    assert progressed.wait(30)  # the engine has started and spoken
+    pid = int((tmp_path / "comp" / "rvm" / "RVMMatte1" / "fake-engine.pid").read_text())
+    try:
+        fake.close_script()  # File > Close, or quitting Nuke
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # stopped and reaped
+    finally:
+        if thread.is_alive():
+            os.kill(pid, signal.SIGKILL)
+    assert fake.messages == [] and node._RUNNING == {}
+    assert engine.stop_all in at_exit  # and when Nuke quits without closing the script first
 
 
 def test_finishing_after_the_node_was_deleted_is_harmless(fake, node, tmp_path, studio_config, use_fake_engine):
@@ -298,7 +411,7 @@ def test_finishing_after_the_node_was_deleted_is_harmless(fake, node, tmp_path, 
     _, group = make_shot(fake, node, tmp_path, studio_config)
     plan = node.make_plan(group)
     fake.delete(group)
-    node.finish_render(group, "RVMMatte1", plan, engine.EngineResult(status="error", message="x"))
+    node.finish_render(group, plan, engine.EngineResult(status="error", message="x"))
     assert fake.messages == []
 
 
@@ -310,7 +423,7 @@ def test_non_read_upstream_is_precomped_scene_linear(fake, node, tmp_path, studi
     plate, group = make_shot(fake, node, tmp_path, studio_config)
     grade = fake.nodes.Grade(name="Grade1")
     grade.setInput(0, plate)
-    grade.first_frame, grade.last_frame = 1001, 1003
+    frame_range(grade, 1001, 1003)
     dot = fake.nodes.Dot(name="Dot1")
     dot.setInput(0, grade)
     group.setInput(0, dot)
@@ -327,8 +440,9 @@ def test_non_read_upstream_is_precomped_scene_linear(fake, node, tmp_path, studi
     precomp = f"{out}/precomp/RVMMatte1.precomp.####.exr"
     assert seen == {"file": precomp, "file_type": "exr", "datatype": "16 bit half", "colorspace": "ACEScg",
                     "channels": "rgb", "input": group.node(node.INPUT_NAME)}  # fmt: skip
-    write, first, last = fake.executed[0]
-    assert (first, last) == (1002, 1003) and write in fake.deleted and group.node(node.PRECOMP_NAME) is None
+    write = fake.executed[0][0]
+    assert [(first, last) for _, first, last in fake.executed] == [(1002, 1002), (1003, 1003)]  # frame by frame
+    assert write in fake.deleted and group.node(node.PRECOMP_NAME) is None
     job = json.loads(Path(out, "RVMMatte1.rvm-job.json").read_text())
     assert (job["input"], job["input_colorspace"], job["frames"]) == (precomp, "ACEScg", "1002-1003")
 
@@ -344,12 +458,12 @@ def test_a_cancelled_precomp_is_a_message(fake, node, tmp_path, studio_config, u
         raise RuntimeError("Cancelled")
 
     fake.render_hook = cancelled
-    node.on_render(group)
+    node.on_render(group).join()
     assert fake.messages == [
-        "RVM Matte RVMMatte1: The precomp of the input (the input is a Grade node, not a Read) "
-        "did not finish: Cancelled"
+        "RVM Matte RVMMatte1: the render failed.\n\nThe precomp of the input (the input is a Grade node, not a Read) "
+        "did not finish: frame 1: Cancelled"
     ]
-    assert len(fake.deleted) == 1 and fake.progress_tasks == []
+    assert len(fake.deleted) == 1 and len(fake.executed) == 1 and node._RUNNING == {}
 
 
 def test_node_colour_space_knob_overrides_the_read(fake, node, tmp_path, studio_config):
@@ -376,6 +490,35 @@ def test_nuke_colour_management_without_its_config(fake, node, tmp_path, studio_
     plan = node.make_plan(group)
     assert plan.job["ocio_config"] is None and plan.job["input_colorspace"] == "lin_rec709"
     assert plan.read_colorspace == "linear"
+
+
+def test_ocio_config_is_the_one_the_script_uses(fake, node, tmp_path, studio_config, monkeypatch):
+    """A config bundled with Nuke: its path is in the Root's OCIOConfigPath knob (the install folder differs
+    by platform, and on macOS nuke.EXE_PATH is not even in it)."""
+    _, group = make_shot(fake, node, tmp_path, studio_config)
+    root = fake.root()
+    root["OCIO_config"].setValue("fn-nuke_cg-config")
+    root["customOCIOConfigPath"].setValue("")
+    root["OCIOConfigPath"].setValue(str(studio_config))
+    assert node.make_plan(group).job["ocio_config"] == jobs.slash(str(studio_config))
+    monkeypatch.setenv("STUDIO_OCIO_DIR", str(studio_config.parent))
+    root["OCIOConfigPath"].setValue("[getenv STUDIO_OCIO_DIR]/config.ocio")  # evaluated as Nuke does
+    assert node.make_plan(group).job["ocio_config"] == jobs.slash(str(studio_config))
+
+
+def test_file_knobs_are_evaluated_as_nuke_evaluates_them(fake, node, tmp_path, studio_config, monkeypatch):
+    """TCL in 'output file' (e.g. a path beside the script) reaches the engine evaluated, frame token kept."""
+    _, group = make_shot(fake, node, tmp_path, studio_config)
+    fake.frame(1002)  # the current frame: evaluate() puts it where the #### are
+    group["output"].setValue("[file dirname [value root.name]]/mattes/sh010_matte.####.exr")
+    monkeypatch.setenv("STUDIO_MODELS", "/studio/models")
+    group["checkpoint"].setValue("[getenv STUDIO_MODELS]/rvm_sh010.pth")
+    job = node.make_plan(group).job
+    assert job["output"] == jobs.slash(str(tmp_path / "comp" / "mattes" / "sh010_matte.####.exr"))
+    assert job["checkpoint"] == "/studio/models/rvm_sh010.pth"
+    group["output"].setValue("[file dirname [value root.name]]/mattes/[frame]/m.####.exr")
+    with pytest.raises(jobs.PluginError, match="changes from frame to frame"):
+        node.make_plan(group)
 
 
 def test_movie_read_keeps_its_first_frame_number(fake, node, tmp_path, studio_config):
@@ -413,7 +556,71 @@ def test_send_to_farm_writes_a_ticket_and_reload_picks_up_frames(fake, node, tmp
     assert node.on_reload(group) == 2
     assert group["status"].value() == f"farm job {job_id}: 2 of 3 frame(s) on disk"
     assert group.node(node.READ_NAME)["file"].value() == ticket["output"]
-    assert group.node(node.READ_NAME)["reload"].executed == 2
+    assert seen(group.node(node.READ_NAME)["reload"]).executed == 2
+    assert read_knobs(group, node)["on_error"] == "black"  # frames still to come show black meanwhile
+
+    # The last frame lands: a missing frame is an error again, never a silent black frame in a final render.
+    Path(jobs.frame_path(ticket["output"], 1003)).write_bytes(b"exr")
+    assert node.on_reload(group) == 3
+    assert read_knobs(group, node)["on_error"] == "error"
+    assert group["status"].value() == f"farm job {job_id}: 3 of 3 frame(s) on disk"
+
+
+def test_send_to_farm_precomps_in_the_background_then_writes_the_ticket(fake, node, tmp_path, studio_config,
+                                                                       monkeypatch):  # fmt: skip
+    """The farm cannot run Nuke, so the precomp is rendered here, but frame by frame from a thread: Nuke stays
+    usable (with a progress bar and Cancel), and the ticket is written once the precomp is complete."""
+    watch = tmp_path / "farm"
+    watch.mkdir()
+    monkeypatch.setenv("RVM_VFX_WATCH_FOLDER", str(watch))
+    plate, group = make_shot(fake, node, tmp_path, studio_config)
+    grade = fake.nodes.Grade(name="Grade1")
+    grade.setInput(0, plate)
+    frame_range(grade, 1001, 1003)
+    group.setInput(0, grade)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_render(write, first, last):
+        started.set()
+        assert release.wait(30)
+
+    fake.render_hook = slow_render
+    job_id = node.on_send_to_farm(group)  # returns while the precomp runs
+    assert started.wait(30) and job_id.startswith("RVMMatte1_")
+    run = node._RUNNING["RVMMatte1"]
+    assert not (watch / "incoming").exists() or os.listdir(watch / "incoming") == []  # no ticket yet
+    assert group["status"].value() == "precomp: the input is a Grade node, not a Read"
+    release.set()
+    run.thread.join()
+
+    ticket = json.loads((watch / "incoming" / f"{job_id}.json").read_text())
+    out = jobs.slash(str(tmp_path / "comp" / "rvm" / "RVMMatte1"))
+    assert ticket["input"] == f"{out}/precomp/RVMMatte1.precomp.####.exr" and ticket["frames"] == "1001-1003"
+    assert [(first, last) for _, first, last in fake.executed] == [(1001, 1001), (1002, 1002), (1003, 1003)]
+    write = fake.executed[0][0]
+    assert write in fake.deleted and group.node(node.PRECOMP_NAME) is None
+    task = seen(fake.progress_tasks[0])
+    assert task.title == "RVM Matte: RVMMatte1" and task.progress == [0, 33, 66, 100, 100]
+    assert "precomp: frame 1002 (2 of 3)" in task.messages
+    assert group["status"].value() == f"on the farm as {job_id}" and job_id in fake.messages[0]
+    assert node._RUNNING == {}
+
+
+def test_a_cancelled_farm_precomp_sends_nothing(fake, node, tmp_path, studio_config, monkeypatch):
+    watch = tmp_path / "farm"
+    watch.mkdir()
+    monkeypatch.setenv("RVM_VFX_WATCH_FOLDER", str(watch))
+    plate, group = make_shot(fake, node, tmp_path, studio_config)
+    grade = fake.nodes.Grade(name="Grade1")
+    grade.setInput(0, plate)
+    frame_range(grade, 1001, 1003)
+    group.setInput(0, grade)
+    fake.cancel_after_progress = 2  # Cancel pressed after the first precomp frame
+    node.send_to_farm(group, background=False)
+    assert [(first, last) for _, first, last in fake.executed] == [(1001, 1001)]
+    assert not (watch / "incoming").exists() or os.listdir(watch / "incoming") == []
+    assert group["status"].value() == "cancelled: precomp stopped after 1 of 3 frames" and fake.messages == []
+    assert group.node(node.SWITCH_NAME)["which"].value() == 0 and fake.executed[0][0] in fake.deleted
 
 
 def test_farm_watch_folder_from_the_preference(fake, node, tmp_path, studio_config):
@@ -494,7 +701,7 @@ def test_render_matte_end_to_end_with_the_real_engine(fake, node, tmp_path, stud
         "origlast": 1003, "colorspace": "ACEScg", "premultiplied": True, "on_error": "error",
     }  # fmt: skip
     assert direct.node(node.SWITCH_NAME)["which"].value() == 1
-    progress = fake.progress_tasks[0]
+    progress = seen(fake.progress_tasks[0])
     assert progress.progress[-1] == 100 and any(m.startswith("frame 1003 (3 of 3)") for m in progress.messages)
     direct_alpha = []
     for frame in frames:
@@ -508,7 +715,7 @@ def test_render_matte_end_to_end_with_the_real_engine(fake, node, tmp_path, stud
     # The same plate through a Grade: precomped by a (stand-in) Write in scene-linear ACEScg, then matted.
     grade = fake.nodes.Grade(name="Grade1")
     grade.setInput(0, read)
-    grade.first_frame, grade.last_frame = 1001, 1003
+    frame_range(grade, 1001, 1003)
     fake.selected = grade
     via_precomp = node.create_node()
     via_precomp["engine_python"].setValue(sys.executable)
@@ -541,4 +748,6 @@ def test_render_matte_end_to_end_with_the_real_engine(fake, node, tmp_path, stud
         channels, pixels = _read_exr(str(out2 / f"RVMMatte2.{frame}.exr"))
         assert channels == ("R", "G", "B", "A")
         # Same pictures through sRGB -> ACEScg half float -> the network's sRGB: the same matte.
-        assert np.abs(pixels[..., 3] - alpha).mean() < 0.01
+        # The precomp's half rounding of the plate moves the matte a little: measured mean 1.6e-5-9.2e-5
+        # (0.01 before; a wrong colour space moves it by ~1e-2).
+        assert np.abs(pixels[..., 3] - alpha).mean() < 1e-3

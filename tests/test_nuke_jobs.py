@@ -109,30 +109,22 @@ def test_resolve_ocio_config(tmp_path):
     custom = tmp_path / "studio" / "config.ocio"
     custom.parent.mkdir()
     custom.write_text("ocio_profile_version: 2\n")
+    active = tmp_path / "Nuke15.0v1" / "plugins" / "OCIOConfigs" / "configs" / "aces_1.2" / "config.ocio"
+    active.parent.mkdir(parents=True)
+    active.write_text("ocio_profile_version: 1\n")
     env = {"OCIO": "/env/config.ocio"}
 
-    def resolve(management="OCIO", chosen="", path="", nuke_dir=None, environ=env):
-        root = {"colorManagement": management, "OCIO_config": chosen, "customOCIOConfigPath": path}
-        return jobs.resolve_ocio_config(root, environ, nuke_dir)
+    def resolve(management="OCIO", chosen="", path="", in_use="", environ=env):
+        root = {"colorManagement": management, "OCIO_config": chosen, "customOCIOConfigPath": path,
+                "OCIOConfigPath": in_use}  # fmt: skip
+        return jobs.resolve_ocio_config(root, environ)
 
-    assert resolve(chosen="custom", path=str(custom)) == str(custom)
+    assert resolve(chosen="custom", path=str(custom), in_use=str(active)) == str(custom)
     assert resolve(chosen="ocio://studio-config-latest") == "ocio://studio-config-latest"
-    # A config bundled with Nuke, found in its install folder.
-    nuke_dir = tmp_path / "Nuke14.0v5"
-    bundled = nuke_dir / "plugins" / "OCIOConfigs" / "configs" / "aces_1.2" / "config.ocio"
-    bundled.parent.mkdir(parents=True)
-    bundled.write_text("ocio_profile_version: 1\n")
-    assert resolve(chosen="aces_1.2", nuke_dir=str(nuke_dir)) == str(bundled)
-    named = nuke_dir / "plugins" / "OCIOConfigs" / "configs" / "fn-nuke_cg-config" / "cg.ocio"
-    named.parent.mkdir(parents=True)
-    named.write_text("ocio_profile_version: 2\n")
-    assert resolve(chosen="fn-nuke_cg-config", nuke_dir=str(nuke_dir)) == str(named)
-    nuke_default = nuke_dir / "plugins" / "OCIOConfigs" / "configs" / "nuke-default" / "config.ocio"
-    nuke_default.parent.mkdir(parents=True)
-    nuke_default.write_text("ocio_profile_version: 1\n")
-    assert resolve(management="Nuke", chosen="aces_1.2", nuke_dir=str(nuke_dir)) == str(nuke_default)
-    # Bundled but not found: Nuke mirrors the chosen config's path into customOCIOConfigPath.
-    assert resolve(chosen="aces_1.2", path=str(custom)) == str(custom)
+    # Any other config (one bundled with Nuke, wherever Nuke is installed): the path of the one in use.
+    assert resolve(chosen="aces_1.2", in_use=str(active)) == str(active)
+    assert resolve(management="Nuke", chosen="aces_1.2", path=str(custom), in_use=str(active)) == str(active)
+    assert resolve(chosen="aces_1.2", in_use="C:\\Program Files\\x.ocio") == "/env/config.ocio"  # not a file
     # Nothing usable in the script: $OCIO (which Nuke obeys too), else the engine's own default.
     assert resolve(chosen="aces_1.2", path="/gone/config.ocio") == "/env/config.ocio"
     assert resolve(chosen="custom", path="", environ={}) is None
@@ -140,6 +132,45 @@ def test_resolve_ocio_config(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- paths
+
+
+def test_file_knob_pattern_after_nukes_evaluation():
+    """Nuke evaluates a file name for one frame: the frame token comes back, the rest stays evaluated."""
+    raw = "[file dirname [value root.name]]/m.####.exr"
+    assert jobs.file_knob_pattern(raw, "/shots/comp/m.1002.exr", 1002) == "/shots/comp/m.####.exr"
+    raw = "/shots/1002/[value take]/m.%04d.exr"
+    assert jobs.file_knob_pattern(raw, "/shots/1002/v1/m.1002.exr", 1002) == "/shots/1002/v1/m.%04d.exr"
+    assert jobs.file_knob_pattern("[value x]/m.#.exr", "/s/m.7.exr", 7) == "/s/m.#.exr"
+    assert jobs.file_knob_pattern("[value x]/m.####.exr", "/s/m.-0007.exr", -7) == "/s/m.####.exr"
+    # An evaluation that kept its token (Nuke's %04d notation), or a path with no token at all: as evaluated.
+    assert jobs.file_knob_pattern("[value x]/m.####.exr", "/s/m.%04d.exr", 3) == "/s/m.%04d.exr"
+    assert jobs.file_knob_pattern("[getenv MODELS]/a.pth", "/models/a.pth", 3) == "/models/a.pth"
+    with pytest.raises(jobs.PluginError, match=r"evaluates to '/s/m\.1002\.exr' at frame 1003"):
+        jobs.file_knob_pattern("[value x]/m.####.exr", "/s/m.1002.exr", 1003)
+
+
+def test_file_knob_value_is_evaluated_at_two_frames():
+    def never(frame):
+        raise AssertionError("a path without TCL is not evaluated")
+
+    # Nothing for TCL to do: the text as typed (Nuke would rewrite #### as %04d).
+    assert jobs.file_knob_value("/shots/sh010/m.####.exr", never, 1001) == "/shots/sh010/m.####.exr"
+    assert jobs.file_knob_value("", never, 1001) == ""
+    seen = []
+
+    def evaluate(frame):
+        seen.append(frame)
+        return f"/shots/comp/m.{frame:04d}.exr"
+
+    assert jobs.file_knob_value("[value x]/m.####.exr", evaluate, 1001) == "/shots/comp/m.####.exr"
+    assert seen == [1001, 1002]
+    with pytest.raises(jobs.PluginError) as error:
+        jobs.file_knob_value("[value x]/[frame]/m.####.exr", lambda f: f"/s/{f}/m.{f:04d}.exr", 1001)
+    assert str(error.value) == (
+        "'[value x]/[frame]/m.####.exr' changes from frame to frame other than by its frame number "
+        "('/s/1001/m.####.exr' at frame 1001, '/s/1002/m.####.exr' at frame 1002); "
+        "keep frame-dependent expressions out of the path, and use #### for the frame number"
+    )
 
 
 def test_default_output_is_beside_the_script():
@@ -410,6 +441,32 @@ def test_matte_read_knobs():
 
 
 # ------------------------------------------------------------------------------------------------ farm
+
+
+def test_reload_read_knobs_stop_showing_black_once_the_farm_is_done():
+    job = jobs.build_job({}, read_plate(last=1003), node_name="N", script_path=SCRIPT)
+    farm = jobs.matte_read_knobs(job, "ACEScg", farm=True)
+    assert dict(jobs.reload_read_knobs(farm, landed=2, total=3))["on_error"] == "black"
+    done = jobs.reload_read_knobs(farm, landed=3, total=3)
+    assert dict(done)["on_error"] == "error" and [k for k, _ in done] == [k for k, _ in farm]
+    local = jobs.matte_read_knobs(job, "ACEScg")
+    assert jobs.reload_read_knobs(local, landed=1, total=3) == local  # a local render never turns black
+
+
+def test_precomp_frames_include_the_pre_roll():
+    assert jobs.precomp_frames("1001-1003", preroll=0, first_available=1001) == [1001, 1002, 1003]
+    assert jobs.precomp_frames("1005-1006,1009", preroll=3, first_available=1001) == list(range(1002, 1010))
+    assert jobs.precomp_frames("1002-1003", preroll=10, first_available=1001) == [1001, 1002, 1003]
+
+
+def test_knob_scripts_are_guarded_python():
+    quiet = jobs.knob_script("knob_changed(nuke.thisNode(), nuke.thisKnob())")
+    button = jobs.knob_script("on_render(nuke.thisNode())", missing_message="not here")
+    for script in (quiet, button):
+        compile(script, "<knob>", "exec")
+        assert script.startswith("try:\n    import rvm_nuke.node\nexcept ImportError:\n")
+    assert "nuke.message" not in quiet and "nuke.message('not here')" in button
+    assert button.endswith("else:\n    rvm_nuke.node.on_render(nuke.thisNode())\n")
 
 
 def test_job_ids_are_safe_and_unique():

@@ -6,4 +6,4 @@ import rvm_nuke.node
 
 _toolbar = nuke.menu("Nodes").addMenu("RVM")
 _toolbar.addCommand("RVM Matte", "import rvm_nuke.node\nrvm_nuke.node.create_node()")
-rvm_nuke.node.install_preferences()
+rvm_nuke.node.register_preferences()

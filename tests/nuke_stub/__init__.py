@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,3 +18,16 @@ def plugin_module(name: str) -> ModuleType:
     if str(PLUGIN_DIR) not in sys.path:
         sys.path.insert(0, str(PLUGIN_DIR))
     return importlib.import_module(name)
+
+
+def kill_fake_engines(folder: Path) -> list[int]:
+    """After a test: kill any fake engine it started under ``folder`` and left running (a failed test)."""
+    killed = []
+    for pid_file in folder.rglob("fake-engine.pid"):
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        killed.append(pid)
+    return killed

@@ -11,6 +11,9 @@ without torch. Modes:
 * ``wait``: the first frame, then waits for SIGTERM, reports ``cancelled`` and exits 1 (the real
   engine's behaviour: finish the frame in flight, stop).
 * ``stubborn``: ignores SIGTERM; leaves a half-written temporary frame and never ends (must be killed).
+
+``python fake_engine.py MODE --version`` answers like the engine (``rvm-vfx 0.1.0``), as the plugin's
+check that an engine is usable expects.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def write_frame(path):
 
 
 def main():
+    if sys.argv[2:] == ["--version"]:
+        print("rvm-vfx 0.1.0")
+        return 0
     mode, _render, job_path = sys.argv[1:4]
     with open(job_path, encoding="utf-8") as fh:
         job = json.load(fh)

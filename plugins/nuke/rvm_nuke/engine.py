@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "EngineResult",
+    "check_engine",
     "engine_command",
     "engine_launcher",
     "render_command",
@@ -33,6 +34,8 @@ __all__ = [
     "parse_line",
     "progress_text",
     "run_engine",
+    "run_frames",
+    "stop_all",
 ]
 
 # Variables Nuke sets for its own interpreter; inherited, they would make the engine's (different)
@@ -46,8 +49,17 @@ STOP_TIMEOUT_S = 60.0
 _TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp\.exr$")
 
 
+#: How long the check that an engine answers may take (a cold interpreter on a network share is slow).
+CHECK_TIMEOUT_S = 60.0
+
+_HOW_TO_SET = (
+    "Set 'engine Python' (Preferences > RVM, or the node's knob) to the python of the environment where rvm-vfx "
+    "is installed, or set $RVM_VFX_PYTHON."
+)
+
+
 class EngineNotFound(Exception):
-    """No way to start the engine was configured; the message says where to set one."""
+    """The engine cannot be started as configured; the message says what to fix and where."""
 
 
 def engine_launcher(python: str | None, which: Callable[[str], str | None] = shutil.which) -> list[str]:
@@ -61,10 +73,61 @@ def engine_launcher(python: str | None, which: Callable[[str], str | None] = shu
     script = which("rvm-vfx")
     if script:
         return [script]
-    raise EngineNotFound(
-        "Cannot find the rvm-vfx engine: set 'engine Python' (Preferences > RVM, or the node's knob) to the "
-        "python of the environment where rvm-vfx is installed, or set $RVM_VFX_PYTHON."
-    )
+    raise EngineNotFound(f"Cannot find the rvm-vfx engine. {_HOW_TO_SET}")
+
+
+# Launchers that answered as the engine, with its version: checked once per Nuke session.
+_CHECKED: dict[tuple[str, ...], str] = {}
+_VERSION = re.compile(r"^rvm-vfx (?P<version>\S+)\s*$")
+
+
+def check_engine(
+    launcher: list[str],
+    env: Mapping[str, str] | None = None,
+    run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+    timeout_s: float = CHECK_TIMEOUT_S,
+) -> str:
+    """The engine's version, after making sure the launcher exists, runs and is rvm-vfx.
+
+    A typo in 'engine Python' would otherwise surface only when the render starts, after a precomp that
+    may have taken an hour. A working engine is remembered; a broken one is asked again next time.
+    """
+    key = tuple(launcher)
+    if key in _CHECKED:
+        return _CHECKED[key]
+    program = launcher[0]
+    what = f"engine Python {program}" if launcher[1:3] == ["-m", "rvm_vfx"] else f"engine {program}"
+    if not os.path.isfile(program):
+        raise EngineNotFound(f"{what} does not exist. {_HOW_TO_SET}")
+    if not os.access(program, os.X_OK):
+        raise EngineNotFound(f"{what} is not executable. {_HOW_TO_SET}")
+    try:
+        answer = run(
+            [*launcher, "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env=dict(env) if env is not None else None,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise EngineNotFound(f"{what} did not answer within {timeout_s:.0f} s. {_HOW_TO_SET}") from None
+    except OSError as exc:
+        raise EngineNotFound(f"{what} cannot be started ({exc.strerror or exc}). {_HOW_TO_SET}") from None
+    detail = last_error_line(answer.stderr.splitlines())
+    if answer.returncode != 0 and "No module named rvm_vfx" in answer.stderr:
+        raise EngineNotFound(
+            f"{what} has no rvm-vfx installed ({detail}). Install it there (pip install rvm-vfx), or point "
+            "'engine Python' at the environment that has it."
+        )
+    m = _VERSION.match(answer.stdout.strip())
+    if answer.returncode != 0 or m is None:
+        said = detail or answer.stdout.strip() or f"exit code {answer.returncode}"
+        raise EngineNotFound(f"{what} did not answer as rvm-vfx ({said!r}). {_HOW_TO_SET}")
+    _CHECKED[key] = m.group("version")
+    return _CHECKED[key]
 
 
 def render_command(launcher: list[str], job_path: str) -> list[str]:
@@ -130,7 +193,16 @@ def _duration(seconds: float) -> str:
 
 
 def progress_text(event: Mapping[str, Any]) -> str:
-    """A progress line as an artist reads it: ``frame 1003 (3 of 10), 2.5 fps, about 3 s left``."""
+    """A progress line as an artist reads it: ``frame 1003 (3 of 10), 2.5 fps, about 3 s left``.
+
+    Events of another stage than the engine's own render (the precomp) say which: ``precomp: frame 3 (...)``.
+    """
+    stage = event.get("stage")
+    text = _event_text(event)
+    return f"{stage}: {text}" if stage else text
+
+
+def _event_text(event: Mapping[str, Any]) -> str:
     kind = event.get("event")
     if kind == "start":
         return f"starting: {event.get('total', '?')} frames"
@@ -275,6 +347,30 @@ def request_stop(proc: subprocess.Popen) -> None:
 
 _EOF = object()
 
+# Engines running now (pid -> process and output folders), so that closing the script or quitting Nuke can
+# stop them: a subprocess outlives its parent otherwise, and would go on filling the disk and the GPU.
+_LIVE: dict[int, tuple[subprocess.Popen, list[str]]] = {}
+_STOPPED: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+_HOST_STOP_MESSAGE = "stopped: Nuke closed the script"
+
+
+def stop_all() -> list[int]:
+    """Kill every running engine now and remove the frames it was writing; returns their pids.
+
+    Called when the script closes or Nuke quits, when there is no time to let a frame finish: frames are
+    written under temporary names and renamed, so a kill leaves finished frames and no partial one.
+    """
+    with _LIVE_LOCK:
+        running = list(_LIVE.items())
+        _STOPPED.update(pid for pid, _ in running)
+    for pid, (proc, output_dirs) in running:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        remove_temporaries(output_dirs, pid)
+    return [pid for pid, _ in running]
+
 
 def _pump(stream: Any, sink: Callable[[str], None], done: Callable[[], None] | None = None) -> None:
     try:
@@ -317,6 +413,30 @@ def run_engine(
         )
     except OSError as exc:
         return EngineResult(status="error", message=f"cannot start the engine ({command[0]}): {exc.strerror or exc}")
+    with _LIVE_LOCK:
+        _LIVE[proc.pid] = (proc, output_dirs)
+    try:
+        result = _follow(proc, on_event, is_cancelled, poll_s, stop_timeout_s)
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.pop(proc.pid, None)
+            stopped_by_host = proc.pid in _STOPPED
+            _STOPPED.discard(proc.pid)
+    if stopped_by_host:
+        result.status, result.message, result.killed = "cancelled", _HOST_STOP_MESSAGE, True
+    if not result.ok:
+        result.removed_temporaries = remove_temporaries(output_dirs, proc.pid)
+    return result
+
+
+def _follow(
+    proc: subprocess.Popen,
+    on_event: Callable[[dict[str, Any]], None] | None,
+    is_cancelled: Callable[[], bool] | None,
+    poll_s: float,
+    stop_timeout_s: float,
+) -> EngineResult:
+    """Read the engine's lines until it ends, asking it to stop when the artist cancels."""
 
     lines: queue.Queue = queue.Queue()
     stderr_tail: deque[str] = deque(maxlen=200)
@@ -369,6 +489,39 @@ def run_engine(
 
     result = classify(returncode, events, cancel_requested, stderr_tail)
     result.killed = killed
-    if not result.ok:
-        result.removed_temporaries = remove_temporaries(output_dirs, proc.pid)
     return result
+
+
+# ------------------------------------------------------------------------------------------ precomp
+
+
+def run_frames(
+    frames: list[int],
+    render_frame: Callable[[int], str | None],
+    *,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+    stage: str = "precomp",
+) -> EngineResult:
+    """Render ``frames`` one at a time with ``render_frame`` (None: done; a string: why it failed).
+
+    This is how the precomp runs off Nuke's main thread: each frame is one short call that Nuke runs on
+    its main thread, and between frames Nuke stays responsive, shows progress and can cancel. Progress is
+    reported with the engine's own events (marked with ``stage``), so one dialog follows both.
+    """
+    total = len(frames)
+    emit = on_event or (lambda event: None)
+    emit({"event": "start", "total": total, "stage": stage})
+    done = 0
+    for frame in frames:
+        if is_cancelled is not None and is_cancelled():
+            return EngineResult(
+                status="cancelled", message=f"{stage} stopped after {done} of {total} frames", done=done, total=total
+            )
+        problem = render_frame(frame)
+        if problem:
+            return EngineResult(status="error", message=f"frame {frame}: {problem}", done=done, total=total)
+        done += 1
+        emit({"event": "progress", "frame": frame, "done": done, "total": total, "stage": stage})
+    emit({"event": "done", "done": done, "total": total, "stage": stage})
+    return EngineResult(status="done", done=done, total=total)

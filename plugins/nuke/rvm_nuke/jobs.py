@@ -93,6 +93,31 @@ KNOBS = (
 #: Kinds whose knobs hold a setting (the rest are buttons and labels).
 VALUE_KINDS = ("file", "string", "enum", "bool", "double", "int")
 
+#: Preferences > RVM, in panel order: the tab, then the settings that are per machine, not per script.
+PREFERENCES = (
+    KnobSpec("rvm_preferences", "tab", "RVM", None, (), ""),
+    KnobSpec(PREF_ENGINE_PYTHON, "file", "engine Python", "", (),
+             "The python executable of the environment where rvm-vfx and torch are installed "
+             "(e.g. /opt/rvm-vfx/.venv/bin/python). torch never runs inside Nuke."),
+    KnobSpec(PREF_WATCH_FOLDER, "file", "farm watch folder", "", (),
+             f"The render worker's watch folder. Empty: ${WATCH_FOLDER_ENV}."),
+)  # fmt: skip
+
+PLUGIN_MISSING = (
+    "RVM Matte: the rvm-vfx Nuke plugin is not installed in this Nuke (its folder is not on the plugin path), "
+    "so this button cannot run here. The node still shows the matte rendered so far."
+)
+
+
+def knob_script(call: str, missing_message: str | None = None) -> str:
+    """Python for a knob (a button, knobChanged) that calls ``rvm_nuke.node.<call>`` if the plugin is here.
+
+    The script is saved in the .nk file, so it also runs on a Nuke without the plugin (the farm, a
+    colleague): there the import fails, and the knob does nothing (or says so, for a button).
+    """
+    otherwise = f"    nuke.message({missing_message!r})\n" if missing_message else "    pass\n"
+    return f"try:\n    import rvm_nuke.node\nexcept ImportError:\n{otherwise}else:\n    rvm_nuke.node.{call}\n"
+
 
 def default_settings() -> dict[str, Any]:
     return {k.name: k.default for k in KNOBS if k.kind in VALUE_KINDS}
@@ -180,14 +205,63 @@ def frame_path(pattern: str, frame: int) -> str:
     m = _TOKEN.search(name)
     if not m:
         raise PluginError(f"{pattern}: no frame number in the file name; use ####, %04d or $F4")
-    if m.group("hash") or m.group("at"):
-        width = len(m.group("hash") or m.group("at"))
-    else:
-        digits = m.group("printf") or m.group("braced") or m.group("houdini") or ""
-        width = int(digits) if digits else 1
+    return os.path.join(folder, name[: m.start()] + _frame_number(frame, _token_width(m)) + name[m.end() :])
+
+
+def _frame_number(frame: int, width: int) -> str:
     number = str(abs(frame)).zfill(width)
-    number = "-" + number if frame < 0 else number
-    return os.path.join(folder, name[: m.start()] + number + name[m.end() :])
+    return "-" + number if frame < 0 else number
+
+
+def _token_width(match: re.Match) -> int:
+    if match.group("hash") or match.group("at"):
+        return len(match.group("hash") or match.group("at"))
+    digits = match.group("printf") or match.group("braced") or match.group("houdini") or ""
+    return int(digits) if digits else 1
+
+
+def file_knob_pattern(raw: str, evaluated: str, frame: int) -> str:
+    """A file knob's sequence pattern from Nuke's evaluation of it at ``frame``.
+
+    Nuke evaluates TCL (``[value root.name]``) and puts the frame number where the frame token was; the
+    engine needs the pattern, so the number at the token's place is turned back into the token as typed.
+    An evaluation that kept a token (Nuke's ``%04d`` notation) and a path without one are returned as they are.
+    """
+    name = os.path.basename(raw)
+    m = _TOKEN.search(name)
+    if m is None or has_frame_token(evaluated):
+        return evaluated
+    number = _frame_number(frame, _token_width(m))
+    after = name[m.end() :]
+    head, tail = os.path.split(evaluated)
+    if "[" not in after and tail.endswith(number + after):
+        at = len(tail) - len(number + after)
+    else:  # TCL after the token: the last such number in the file name
+        at = tail.rfind(number)
+    if at < 0:
+        raise PluginError(
+            f"{raw!r} evaluates to {evaluated!r} at frame {frame}, without the frame number {number} in its file name"
+        )
+    return os.path.join(head, tail[:at] + m.group(0) + tail[at + len(number) :])
+
+
+def file_knob_value(raw: str, evaluate_at: Callable[[int], str], frame: int) -> str:
+    """A file knob's value with its TCL evaluated as Nuke would, checked at two frames.
+
+    A path that changes between frames other than by its frame number (``[frame]`` in a folder name)
+    cannot be one sequence for the engine, so it is refused here rather than written to the wrong place.
+    """
+    if "[" not in raw:
+        return raw
+    patterns = [(f, file_knob_pattern(raw, str(evaluate_at(f)), f)) for f in (frame, frame + 1)]
+    (first, one), (second, other) = patterns
+    if one != other:
+        raise PluginError(
+            f"{raw!r} changes from frame to frame other than by its frame number ({one!r} at frame {first}, "
+            f"{other!r} at frame {second}); keep frame-dependent expressions out of the path, and use #### for "
+            "the frame number"
+        )
+    return one
 
 
 def existing_outputs(pattern: str, frames: Iterable[int]) -> list[int]:
@@ -360,36 +434,26 @@ def scene_linear_name(names: ColourNames | None, colour_management: str = "OCIO"
     return "linear" if colour_management.lower() == "nuke" else "scene_linear"
 
 
-def resolve_ocio_config(
-    root: Mapping[str, Any], env: Mapping[str, str] | None = None, nuke_dir: str | None = None
-) -> str | None:
+def resolve_ocio_config(root: Mapping[str, Any], env: Mapping[str, str] | None = None) -> str | None:
     """The OCIO config the script uses, as a file path or ``ocio://`` URI the engine can load.
 
-    ``root`` holds the Root node's ``colorManagement``, ``OCIO_config`` and (evaluated)
-    ``customOCIOConfigPath`` knobs. A config bundled with Nuke is found in its install folder; Nuke also
-    mirrors the chosen config's path into ``customOCIOConfigPath``, which is the next best answer; then
-    ``$OCIO``, which Nuke itself obeys when set. None: the engine's own default.
+    ``root`` holds the Root node's ``colorManagement``, ``OCIO_config`` and the evaluated
+    ``customOCIOConfigPath`` and ``OCIOConfigPath`` knobs. A custom config is its path; any other (one
+    bundled with Nuke, wherever and on whatever platform Nuke is installed) is the file Nuke itself loaded,
+    which Nuke keeps in ``OCIOConfigPath``. Then ``$OCIO``, which Nuke obeys too. None: the engine's default.
     """
     env = os.environ if env is None else env
-    management = str(root.get("colorManagement") or "").strip()
+    nuke_managed = str(root.get("colorManagement") or "").strip().lower() == "nuke"
     chosen = str(root.get("OCIO_config") or "").strip()
     custom = str(root.get("customOCIOConfigPath") or "").strip()
-    if management.lower() == "nuke":
-        chosen = "nuke-default"
-    if chosen == "custom" and custom:
-        return slash(custom)
-    if chosen.startswith("ocio://"):
-        return chosen
-    if chosen and chosen != "custom" and nuke_dir:
-        bundled = os.path.join(nuke_dir, "plugins", "OCIOConfigs", "configs", chosen)
-        if os.path.isfile(os.path.join(bundled, "config.ocio")):
-            return slash(os.path.join(bundled, "config.ocio"))
-        if os.path.isdir(bundled):
-            configs = sorted(f for f in os.listdir(bundled) if f.endswith(".ocio"))
-            if configs:
-                return slash(os.path.join(bundled, configs[0]))
-    if custom and (custom.startswith("ocio://") or os.path.isfile(custom)) and management.lower() != "nuke":
-        return slash(custom)
+    in_use = str(root.get("OCIOConfigPath") or "").strip()
+    if not nuke_managed:
+        if chosen == "custom" and custom:
+            return slash(custom)
+        if chosen.startswith("ocio://"):
+            return chosen
+    if in_use.startswith("ocio://") or (in_use and os.path.isfile(in_use)):
+        return in_use if in_use.startswith("ocio://") else slash(in_use)
     return env.get("OCIO") or None
 
 
@@ -581,7 +645,8 @@ def build_job(
 def matte_read_knobs(job: Mapping[str, Any], read_colorspace: str, farm: bool = False) -> list[tuple[str, Any]]:
     """The internal Read's knobs, in the order to set them, so the node shows the rendered matte.
 
-    Farm frames arrive over time, so a missing frame shows black instead of stopping the artist's comp.
+    Farm frames arrive over time, so a missing frame shows black instead of stopping the artist's comp,
+    until Reload finds them all (``reload_read_knobs``).
     """
     first, last = frame_bounds(job["frames"])
     premultiplied = job["output_mode"] == "premultiplied"
@@ -596,6 +661,25 @@ def matte_read_knobs(job: Mapping[str, Any], read_colorspace: str, farm: bool = 
         ("raw", False),
         ("on_error", "black" if farm else "error"),
     ]
+
+
+def reload_read_knobs(knobs: Iterable[tuple[str, Any]], landed: int, total: int) -> list[tuple[str, Any]]:
+    """The Read's knobs on Reload: black for frames still to come from the farm, errors once all are there.
+
+    A farm Read shows missing frames as black while the farm delivers; left so, a frame lost later would
+    render black into a final comp without anyone noticing.
+    """
+    knobs = [tuple(pair) for pair in knobs]
+    if landed < total:
+        return knobs
+    return [(name, "error" if name == "on_error" else value) for name, value in knobs]
+
+
+def precomp_frames(frames: str, preroll: int, first_available: int) -> list[int]:
+    """The frames to precomp: the whole span of the range, with the pre-roll before it (clamped at the input's
+    first frame), so that the engine, and a farm chunk's own pre-roll, find every frame they read."""
+    first, last = frame_bounds(frames)
+    return list(range(max(first_available, first - max(preroll, 0)), last + 1))
 
 
 # ------------------------------------------------------------------------------------------- the farm

@@ -8,11 +8,13 @@ opens and renders on any Nuke, with or without this plugin installed (it then si
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import nuke
@@ -27,30 +29,57 @@ READ_NAME = "MatteRead"
 SWITCH_NAME = "ShowMatte"
 OUTPUT_NAME = "Output"
 PRECOMP_NAME = "PrecompWrite"
+DIVIDER_KNOB = "rvm_divider"
 
-# Renders in flight, by node: a second click on "Render matte" must not start a second engine.
-_RUNNING: dict[str, threading.Thread] = {}
 
+@dataclass
+class _Run:
+    """One node's work in flight (a precomp, an engine): the thread that follows it, and a flag that stops it."""
+
+    thread: threading.Thread | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+# Work in flight, by node: a second click must not start a second engine, and closing the script stops it.
+_RUNNING: dict[str, _Run] = {}
+# Whether this session already stops renders when the script closes or Nuke quits.
+_watching_exit = False
+
+# Python stored in the node's knobs (so in the .nk file): harmless on a Nuke without this plugin.
 _BUTTON_SCRIPTS = {
-    "render": "import rvm_nuke.node\nrvm_nuke.node.on_render(nuke.thisNode())",
-    "send_to_farm": "import rvm_nuke.node\nrvm_nuke.node.on_send_to_farm(nuke.thisNode())",
-    "reload": "import rvm_nuke.node\nrvm_nuke.node.on_reload(nuke.thisNode())",
+    "render": jobs.knob_script("on_render(nuke.thisNode())", jobs.PLUGIN_MISSING),
+    "send_to_farm": jobs.knob_script("on_send_to_farm(nuke.thisNode())", jobs.PLUGIN_MISSING),
+    "reload": jobs.knob_script("on_reload(nuke.thisNode())", jobs.PLUGIN_MISSING),
 }
-_KNOB_CHANGED = "import rvm_nuke.node\nrvm_nuke.node.knob_changed(nuke.thisNode(), nuke.thisKnob())"
+_KNOB_CHANGED = jobs.knob_script("knob_changed(nuke.thisNode(), nuke.thisKnob())")
 
 
 # ------------------------------------------------------------------------------------------ creation
 
 
 def create_node() -> Any:
-    """The toolbar command: a new RVM Matte node, connected to the selected node as Nuke does."""
+    """The toolbar command: a new RVM Matte node below the selected node, connected to it.
+
+    A Group's inputs are its Input nodes, so ``createNode`` cannot connect a Group that is still empty:
+    the selection is taken first, the internals are built, and then the selected node is connected.
+    """
+    selected = _selected_node()
     group = nuke.createNode("Group", inpanel=False)
     group.setName(NODE_NAME, uncollide=True)
     add_knobs(group)
     build_internals(group)
+    if selected is not None:
+        group.setInput(0, selected)
     update_enabled(group)
     group.showControlPanel()
     return group
+
+
+def _selected_node() -> Any:
+    try:
+        return nuke.selectedNode()
+    except ValueError:  # Nuke: nothing is selected
+        return None
 
 
 def add_knobs(group: Any) -> None:
@@ -71,7 +100,7 @@ def add_knobs(group: Any) -> None:
             knob = nuke.Int_Knob(spec.name, spec.label)
         elif spec.kind == "button":
             if spec.name == "render":
-                group.addKnob(nuke.Divider_Knob(""))
+                group.addKnob(nuke.Text_Knob(DIVIDER_KNOB, ""))  # Nuke draws a Text_Knob without a label as a line
             knob = nuke.PyScript_Knob(spec.name, spec.label, _BUTTON_SCRIPTS[spec.name])
         elif spec.kind == "text":
             knob = nuke.Text_Knob(spec.name, spec.label, "")
@@ -117,21 +146,31 @@ def update_enabled(group: Any) -> None:
 # ------------------------------------------------------------------------------------ preferences
 
 
+def register_preferences() -> None:
+    """Preferences > RVM now, and again whenever Nuke makes its preferences node (when it loads them)."""
+    install_preferences()
+    for node_class in ("Preferences", "Root"):  # Root: Nuke makes no Preferences node without saved ones
+        nuke.addOnCreate(install_preferences, nodeClass=node_class)
+
+
 def install_preferences() -> None:
-    """Add Preferences > RVM (engine Python, farm watch folder); Nuke saves them with its preferences."""
+    """Add the RVM tab and its knobs to Nuke's preferences, once; keep what Nuke restored from its file.
+
+    Nuke writes a user knob of its preferences node to the preferences file only if it carries
+    ALWAYS_SAVE; without it a value set there would be gone after a restart.
+    """
     prefs = nuke.toNode("preferences")
-    if prefs is None or prefs.knob(jobs.PREF_ENGINE_PYTHON) is not None:
+    if prefs is None:
         return
-    prefs.addKnob(nuke.Tab_Knob("rvm_preferences", "RVM"))
-    python = nuke.File_Knob(jobs.PREF_ENGINE_PYTHON, "engine Python")
-    python.setTooltip(
-        "The python executable of the environment where rvm-vfx and torch are installed "
-        "(e.g. /opt/rvm-vfx/.venv/bin/python). torch never runs inside Nuke."
-    )
-    prefs.addKnob(python)
-    folder = nuke.File_Knob(jobs.PREF_WATCH_FOLDER, "farm watch folder")
-    folder.setTooltip(f"The render worker's watch folder. Empty: ${jobs.WATCH_FOLDER_ENV}.")
-    prefs.addKnob(folder)
+    for spec in jobs.PREFERENCES:
+        knob = prefs.knob(spec.name)
+        if knob is None:
+            make = nuke.Tab_Knob if spec.kind == "tab" else nuke.File_Knob
+            knob = make(spec.name, spec.label)
+            prefs.addKnob(knob)
+        knob.setFlag(nuke.ALWAYS_SAVE)
+        if spec.tooltip:
+            knob.setTooltip(spec.tooltip)
 
 
 def preference(name: str) -> str:
@@ -147,9 +186,25 @@ def read_settings(group: Any) -> dict[str, Any]:
     raw = {}
     for spec in jobs.KNOBS:
         knob = group.knob(spec.name) if spec.kind in jobs.VALUE_KINDS else None
-        if knob is not None:
-            raw[spec.name] = knob.value()
+        if knob is None:
+            continue
+        raw[spec.name] = _file_knob_value(spec, knob) if spec.kind == "file" else knob.value()
     return jobs.normalise_settings(raw)
+
+
+def _file_knob_value(spec: jobs.KnobSpec, knob: Any) -> str:
+    """A file knob as Nuke uses it: TCL (``[value root.name]``) evaluated, the frame token kept."""
+    text = str(knob.value() or "").strip()
+    try:
+        return jobs.file_knob_value(text, lambda frame: _evaluated_at(knob, frame), int(nuke.frame()))
+    except (jobs.PluginError, RuntimeError, ValueError) as exc:  # RuntimeError: a TCL error in Nuke
+        raise jobs.PluginError(f"knob '{spec.label}': {exc}") from None
+
+
+def _evaluated_at(knob: Any, frame: int) -> str:
+    context = nuke.OutputContext()
+    context.setFrame(frame)
+    return str(knob.getEvaluatedValue(context) or "")
 
 
 def _knob(node: Any, name: str, default: Any = None) -> Any:
@@ -163,8 +218,8 @@ def _evaluated(node: Any, name: str) -> str:
     if knob is None:
         return ""
     try:
-        return str(knob.getEvaluatedValue() or "")
-    except (AttributeError, RuntimeError, ValueError):
+        return str(knob.evaluate() or "")
+    except (AttributeError, RuntimeError, ValueError):  # not an EvalString knob, or TCL that does not evaluate
         return str(knob.value() or "")
 
 
@@ -178,12 +233,8 @@ def root_colour_knobs() -> dict[str, str]:
         "colorManagement": str(_knob(root, "colorManagement", "") or ""),
         "OCIO_config": str(_knob(root, "OCIO_config", "") or ""),
         "customOCIOConfigPath": _evaluated(root, "customOCIOConfigPath"),
+        "OCIOConfigPath": _evaluated(root, "OCIOConfigPath"),  # the config file Nuke loaded
     }
-
-
-def nuke_dir() -> str | None:
-    exe = getattr(nuke, "EXE_PATH", "")
-    return os.path.dirname(exe) if exe else None
 
 
 def _disabled(node: Any) -> bool:
@@ -209,6 +260,7 @@ class Plan:
     job: dict[str, Any]
     source: jobs.Source
     read_colorspace: str
+    settings: dict[str, Any]
     engine_ocio: str | None = None
 
 
@@ -218,7 +270,7 @@ def make_plan(group: Any, *, farm: bool = False, name: str | None = None) -> Pla
     node_name = group.name()
     root = root_colour_knobs()
     management = root["colorManagement"] or "OCIO"
-    config = jobs.resolve_ocio_config(root, os.environ, nuke_dir())
+    config = jobs.resolve_ocio_config(root, os.environ)
     names = jobs.load_colour_names(config)
 
     upstream = group.input(0)
@@ -251,7 +303,11 @@ def make_plan(group: Any, *, farm: bool = False, name: str | None = None) -> Pla
         metadata={"nuke_version": str(getattr(nuke, "NUKE_VERSION_STRING", ""))},
     )
     return Plan(
-        job=job, source=source, read_colorspace=jobs.scene_linear_name(names, management), engine_ocio=engine_ocio
+        job=job,
+        source=source,
+        read_colorspace=jobs.scene_linear_name(names, management),
+        settings=settings,
+        engine_ocio=engine_ocio,
     )
 
 
@@ -266,9 +322,20 @@ def confirm_overwrite(job: dict[str, Any]) -> bool:
     return True
 
 
-def render_precomp(group: Any, plan: Plan) -> None:
-    """Render whatever is upstream to the scene-linear EXR sequence the engine will read."""
-    first, last = jobs.frame_bounds(plan.job["frames"])
+@dataclass
+class Precomp:
+    """The Write that renders whatever is upstream for the engine, and the frames it must render."""
+
+    write: Any
+    frames: list[int]
+    reason: str
+
+
+def prepare_precomp(group: Any, plan: Plan) -> Precomp | None:
+    """Main thread: the precomp's Write inside the node (None when the engine reads the plate itself)."""
+    if not plan.source.precomp:
+        return None
+    frames = jobs.precomp_frames(plan.job["frames"], plan.job["preroll"], plan.source.first)
     os.makedirs(os.path.dirname(plan.source.input), exist_ok=True)
     with group:
         write = nuke.nodes.Write(name=PRECOMP_NAME)
@@ -276,12 +343,45 @@ def render_precomp(group: Any, plan: Plan) -> None:
         for name, value in jobs.precomp_write_knobs(plan.source):
             if write.knob(name) is not None:
                 write[name].setValue(value)
+    return Precomp(write=write, frames=frames, reason=plan.source.reason)
+
+
+def _render_precomp_frame(write: Any, frame: int) -> str | None:
+    """Main thread: one frame of the precomp; a failure comes back as text, never as an exception across threads."""
     try:
-        nuke.execute(write, first, last)
-    except RuntimeError as exc:
-        raise jobs.PluginError(f"The precomp of the input ({plan.source.reason}) did not finish: {exc}") from None
-    finally:
-        nuke.delete(write)
+        nuke.execute(write, frame, frame)
+    except RuntimeError as exc:  # Nuke's render errors, and Cancel in its own render dialog
+        return str(exc) or "Nuke could not render it"
+    return None
+
+
+def _on_main_thread(call: Callable[..., Any], *args: Any) -> Any:
+    """Nuke's API from a thread goes through Nuke's main thread; on the main thread it is a plain call."""
+    if threading.current_thread() is threading.main_thread():
+        return call(*args)
+    return nuke.executeInMainThreadWithResult(call, args=args)
+
+
+def run_precomp(precomp: Precomp, progress: _Progress) -> engine.EngineResult:
+    """From a thread: the precomp frame by frame, each rendered on Nuke's main thread, so Nuke stays usable."""
+    result = engine.run_frames(
+        precomp.frames,
+        lambda frame: _on_main_thread(_render_precomp_frame, precomp.write, frame),
+        on_event=progress.on_event,
+        is_cancelled=progress.is_cancelled,
+    )
+    if result.status == "error":
+        result.message = f"The precomp of the input ({precomp.reason}) did not finish: {result.message}"
+    return result
+
+
+def delete_precomp(precomp: Precomp | None) -> None:
+    if precomp is None:
+        return
+    try:
+        nuke.delete(precomp.write)
+    except (ValueError, RuntimeError):  # already gone with its script
+        pass
 
 
 # ------------------------------------------------------------------------------------------ showing
@@ -329,9 +429,10 @@ def _alive(group: Any) -> bool:
 class _Progress:
     """Feeds engine events into a ``nuke.ProgressTask``; dropping the task closes Nuke's dialog."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, stop: threading.Event) -> None:
         self.task = nuke.ProgressTask(title)
-        self.task.setMessage("starting the engine")
+        self.task.setMessage("starting")
+        self.stop = stop
 
     def on_event(self, event: dict[str, Any]) -> None:
         percent = engine.progress_percent(event)
@@ -340,50 +441,38 @@ class _Progress:
         self.task.setMessage(engine.progress_text(event))
 
     def is_cancelled(self) -> bool:
-        return bool(self.task.isCancelled())
+        return self.stop.is_set() or bool(self.task.isCancelled())
 
     def close(self) -> None:
         self.task = None
 
 
-def render_matte(group: Any, background: bool = True) -> Any:
-    """Render the matte here: precomp if needed, run the engine, then show the frames.
+def _refuse_a_second_run(group: Any) -> None:
+    if group.fullName() in _RUNNING:
+        raise jobs.PluginError(f"{group.name()} is already rendering; cancel it in the progress dialog first.")
 
-    With ``background`` the engine is followed from a thread (Nuke stays responsive, its progress dialog
-    can cancel) and the thread is returned; the result is applied on Nuke's main thread.
+
+def start_work(
+    group: Any,
+    work: Callable[[_Progress], engine.EngineResult],
+    finish: Callable[[engine.EngineResult], None],
+    background: bool = True,
+) -> Any:
+    """Run ``work`` with a progress dialog, then ``finish`` with its result on Nuke's main thread.
+
+    With ``background`` the work runs in a thread (returned): Nuke stays responsive and its progress
+    dialog can cancel. Without, it runs here (a terminal session, tests) and its result is returned.
     """
     key = group.fullName()
-    if key in _RUNNING:
-        raise jobs.PluginError(f"{group.name()} is already rendering; cancel it in the progress dialog first.")
-    settings = read_settings(group)
-    plan = make_plan(group)
-    if not confirm_overwrite(plan.job):
-        return None
-    launcher = engine.engine_launcher(
-        jobs.engine_python(settings["engine_python"], preference(jobs.PREF_ENGINE_PYTHON))
-    )
-    if plan.source.precomp:
-        set_status(group, f"precomp: {plan.source.reason}")
-        render_precomp(group, plan)
-    output_dir = os.path.dirname(plan.job["output"])
-    os.makedirs(output_dir, exist_ok=True)
-    job_path = jobs.write_json_atomic(jobs.job_file_path(plan.job["output"], group.name()), plan.job)
-    command = engine.render_command(launcher, job_path)
-    env = engine.engine_environment(os.environ, plan.engine_ocio)
-    set_status(group, f"rendering {plan.job['frames']}")
+    run = _RUNNING[key] = _Run()
     title = f"RVM Matte: {group.name()}"
+    _stop_renders_on_exit()
 
-    def work() -> engine.EngineResult:
+    def follow() -> engine.EngineResult:
         progress = None
         try:
-            progress = _Progress(title)
-            return engine.run_engine(
-                command,
-                on_event=progress.on_event,
-                is_cancelled=progress.is_cancelled,
-                env=env,
-                output_dirs=[output_dir],
-            )
+            progress = _Progress(title, run.stop)
+            return work(progress)
         except Exception as exc:  # noqa: BLE001 - reported as a message on the main thread
             traceback.print_exc()
             return engine.EngineResult(status="error", message=f"could not follow the engine: {exc}")
@@ -392,24 +481,86 @@ def render_matte(group: Any, background: bool = True) -> Any:
                 progress.close()
 
     if not background:
-        _RUNNING[key] = threading.current_thread()
-        result = work()
-        finish_render(group, key, plan, result)
+        result = follow()
+        finish_work(key, finish, result)
         return result
 
-    def run() -> None:
-        result = work()
-        nuke.executeInMainThread(finish_render, args=(group, key, plan, result))
+    def in_background() -> None:
+        nuke.executeInMainThread(finish_work, args=(key, finish, follow()))
 
-    thread = threading.Thread(target=run, name=f"rvm-matte-{group.name()}", daemon=True)
-    _RUNNING[key] = thread
-    thread.start()
-    return thread
+    run.thread = threading.Thread(target=in_background, name=f"rvm-matte-{group.name()}", daemon=True)
+    run.thread.start()
+    return run.thread
 
 
-def finish_render(group: Any, key: str, plan: Plan, result: engine.EngineResult) -> None:
-    """Main thread: show the matte, or say why there is none."""
+def finish_work(key: str, finish: Callable[[engine.EngineResult], None], result: engine.EngineResult) -> None:
+    """Main thread: the node may render again, then the result is shown."""
     _RUNNING.pop(key, None)
+    finish(result)
+
+
+def _stop_renders_on_exit() -> None:
+    """Once a session: closing the script (or opening another) stops its renders, and so does quitting Nuke."""
+    global _watching_exit
+    if _watching_exit:
+        return
+    nuke.addOnScriptClose(stop_renders)
+    atexit.register(engine.stop_all)
+    _watching_exit = True
+
+
+def stop_renders() -> None:
+    """onScriptClose: every precomp stops before its next frame and every engine is killed now."""
+    for run in list(_RUNNING.values()):
+        if isinstance(run, _Run):
+            run.stop.set()
+    engine.stop_all()
+
+
+# ------------------------------------------------------------------------------------------- render
+
+
+def render_matte(group: Any, background: bool = True) -> Any:
+    """Render the matte here: the precomp if one is needed, then the engine, then show the frames.
+
+    Everything that can be refused (knobs, the engine itself) is checked before any work starts.
+    """
+    _refuse_a_second_run(group)
+    plan = make_plan(group)
+    env = engine.engine_environment(os.environ, plan.engine_ocio)
+    launcher = engine.engine_launcher(
+        jobs.engine_python(plan.settings["engine_python"], preference(jobs.PREF_ENGINE_PYTHON))
+    )
+    engine.check_engine(launcher, env)
+    if not confirm_overwrite(plan.job):
+        return None
+    output_dir = os.path.dirname(plan.job["output"])
+    os.makedirs(output_dir, exist_ok=True)
+    job_path = jobs.write_json_atomic(jobs.job_file_path(plan.job["output"], group.name()), plan.job)
+    command = engine.render_command(launcher, job_path)
+    precomp = prepare_precomp(group, plan)
+    rendering = f"rendering {plan.job['frames']}"
+    set_status(group, f"precomp: {precomp.reason}" if precomp else rendering)
+
+    def work(progress: _Progress) -> engine.EngineResult:
+        if precomp is not None:
+            result = run_precomp(precomp, progress)
+            if not result.ok:
+                return result
+            _on_main_thread(set_status, group, rendering)
+        return engine.run_engine(
+            command, on_event=progress.on_event, is_cancelled=progress.is_cancelled, env=env, output_dirs=[output_dir]
+        )
+
+    def finish(result: engine.EngineResult) -> None:
+        delete_precomp(precomp)
+        finish_render(group, plan, result)
+
+    return start_work(group, work, finish, background)
+
+
+def finish_render(group: Any, plan: Plan, result: engine.EngineResult) -> None:
+    """Main thread: show the matte, or say why there is none."""
     if not _alive(group):
         return
     if result.ok:
@@ -430,17 +581,43 @@ def finish_render(group: Any, key: str, plan: Plan, result: engine.EngineResult)
 # -------------------------------------------------------------------------------------------- farm
 
 
-def send_to_farm(group: Any) -> str | None:
-    """Write a farm ticket for this node and point its Read at where the frames will land."""
+def send_to_farm(group: Any, background: bool = True) -> str | None:
+    """Send this node to the farm; returns the job id.
+
+    The farm renders mattes, not Nuke scripts, so a precomp (any input but a plain Read) is rendered
+    here first, in the background with a progress dialog, and the ticket is written when it is complete.
+    """
+    _refuse_a_second_run(group)
     folder = jobs.watch_folder(preference(jobs.PREF_WATCH_FOLDER))
     job_id = jobs.make_job_id(group.name())
     plan = make_plan(group, farm=True, name=job_id)
     if not confirm_overwrite(plan.job):
         return None
-    if plan.source.precomp:
-        set_status(group, f"precomp: {plan.source.reason}")
-        render_precomp(group, plan)
     os.makedirs(os.path.dirname(plan.job["output"]), exist_ok=True)
+    precomp = prepare_precomp(group, plan)
+    if precomp is None:
+        submit_ticket(group, plan, folder, job_id)
+        return job_id
+    set_status(group, f"precomp: {precomp.reason}")
+
+    def finish(result: engine.EngineResult) -> None:
+        delete_precomp(precomp)
+        if not _alive(group):
+            return
+        if result.ok:
+            _guarded(lambda g: submit_ticket(g, plan, folder, job_id), group)
+        elif result.status == "cancelled":
+            set_status(group, f"cancelled: {result.message}")
+        else:
+            set_status(group, "precomp failed")
+            nuke.message(f"RVM Matte {group.name()}: nothing was sent to the farm.\n\n{result.message}")
+
+    start_work(group, lambda progress: run_precomp(precomp, progress), finish, background)
+    return job_id
+
+
+def submit_ticket(group: Any, plan: Plan, folder: str, job_id: str) -> str:
+    """Write the farm ticket and point the node's Read at where the frames will land."""
     ticket = jobs.write_ticket(plan.job, folder, job_id)
     show_matte(group, plan, farm=True, extra={"last": "farm", "job_id": job_id, "ticket": ticket})
     set_status(group, f"on the farm as {job_id}")
@@ -448,7 +625,7 @@ def send_to_farm(group: Any) -> str | None:
         f"Sent to the farm as job {job_id}.\n\nTicket: {ticket}\n"
         f"Frames land in {os.path.dirname(plan.job['output'])}; press Reload to see them."
     )
-    return job_id
+    return ticket
 
 
 # ------------------------------------------------------------------------------------------ reload
@@ -459,9 +636,9 @@ def reload_matte(group: Any) -> int:
     state = json.loads(str(_knob(group, STATE_KNOB, "") or "{}"))
     if not state.get("read"):
         raise jobs.PluginError("Nothing to reload yet: render the matte or send it to the farm first.")
-    apply_read_knobs(group, [tuple(pair) for pair in state["read"]])
     frames = jobs.expand_frames(state["frames"])
     landed = len(jobs.existing_outputs(state["output"], frames))
+    apply_read_knobs(group, jobs.reload_read_knobs(state["read"], landed, len(frames)))
     label = f"farm job {state['job_id']}: " if state.get("job_id") else ""
     set_status(group, f"{label}{landed} of {len(frames)} frame(s) on disk")
     return landed
