@@ -45,16 +45,6 @@ def require_blender_python(python: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def shared() -> Path:
-    return SHARED
-
-
-@pytest.fixture(scope="session")
-def tfjs_model_path() -> Path:
-    return TFJS_MODEL
-
-
-@pytest.fixture(scope="session")
 def model():
     """The official weights (TF.js export) loaded once for the whole run; tests must not modify it."""
     from rvm_vfx.weights import load_model

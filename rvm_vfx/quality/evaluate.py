@@ -96,10 +96,6 @@ class ClipScorer:
         self.per_frame: dict[str, list[float]] = {n: [] for n in self.names}
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
 
-    @property
-    def wants_fgr(self) -> bool:
-        return any(n in metrics.FGR_METRICS for n in self.names)
-
     def add(
         self,
         pred: np.ndarray,
