@@ -350,7 +350,7 @@ def _render_precomp_frame(write: Any, frame: int) -> str | None:
     """Main thread: one frame of the precomp; a failure comes back as text, never as an exception across threads."""
     try:
         nuke.execute(write, frame, frame)
-    except RuntimeError as exc:  # Nuke's render errors, and Cancel in its own render dialog
+    except (RuntimeError, ValueError) as exc:  # Nuke's render errors, Cancel in its dialog, a deleted node
         return str(exc) or "Nuke could not render it"
     return None
 
