@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rvm_vfx.spec.progress import PROGRESS as PROGRESS_EVENT
+from rvm_vfx.spec.progress import START
+
 from .fsutil import atomic_write_json
 from .layout import CLAIM_PREFIX, STOP_PREFIX
 
@@ -88,10 +91,10 @@ def render_chunk(spec: dict[str, Any]) -> dict[str, Any]:
     last_write = [0.0]
 
     def progress(event: dict[str, Any]) -> None:
-        if event.get("event") not in ("start", "progress"):
+        if event.get("event") not in (START, PROGRESS_EVENT):
             return
         now = time.monotonic()
-        if event.get("event") == "progress" and event["done"] < event["total"] and now - last_write[0] < 0.05:
+        if event.get("event") == PROGRESS_EVENT and event["done"] < event["total"] and now - last_write[0] < 0.05:
             return
         last_write[0] = now
         try:

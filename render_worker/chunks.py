@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from rvm_vfx.job import Job
-from rvm_vfx.sequence import format_frames
+from rvm_vfx.spec.frames import format_frames
+from rvm_vfx.spec.job import Job
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Chunk:
     @property
     def frames_text(self) -> str:
         """The chunk's frames as a Job ``frames`` string (``1001-1100``; gaps kept as listed)."""
-        return format_frames(self.frames, limit=len(self.frames) + 1)
+        return format_frames(self.frames, limit=None)
 
     @property
     def name(self) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rvm_vfx.errors import InputError, OutputError, RvmError
+from rvm_vfx.spec.progress import PROGRESS as PROGRESS_EVENT
+from rvm_vfx.spec.progress import START, WARNING, event
 
 from .chunk_task import DONE, PROGRESS, render_chunk
 from .chunks import Chunk, chunk_job, chunk_resources, plan_chunks
@@ -77,7 +79,7 @@ class DaskExecutor:
             if isinstance(result, dict):
                 finished[chunk.index] = result
         total = len(ticket.frames)
-        progress({"event": "start", "total": total, "chunks": len(chunks), "output": job.output})
+        progress(event(START, total=total, chunks=len(chunks), output=job.output))
         log.info(
             "%d chunks of up to %d frames, pre-roll %d; %d already done",
             len(chunks),
@@ -115,7 +117,7 @@ class DaskExecutor:
                 chunk = futures.pop(future)
                 finished[chunk.index] = self._collect(future, chunk, claim, futures)
                 for message in finished[chunk.index].get("report", {}).get("warnings", []):
-                    progress({"event": "warning", "message": message})
+                    progress(event(WARNING, message=message))
             self._report_progress(chunks, finished, state, total, done_before, started, progress)
             if stop.is_set() and futures:
                 stopped = True
@@ -180,16 +182,7 @@ class DaskExecutor:
         rate = max(0, done - done_before) / elapsed if elapsed > 0 else 0.0
         eta = round((total - done) / rate, 1) if rate > 0 else None
         chunks_done = sum(1 for r in finished.values() if not r.get("stopped"))
-        progress(
-            {
-                "event": "progress",
-                "done": done,
-                "total": total,
-                "fps": round(rate, 3),
-                "eta_s": eta,
-                "chunks_done": chunks_done,
-            }
-        )
+        progress(event(PROGRESS_EVENT, done=done, total=total, fps=round(rate, 3), eta_s=eta, chunks_done=chunks_done))
 
     def _outcome(
         self, chunks: list[Chunk], finished: dict[int, dict[str, Any]], total: int, started: float, stopped: bool

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from rvm_vfx.job import MAX_JOB_BYTES
+from rvm_vfx.spec.job import MAX_JOB_BYTES  # the contract alone: no engine (torch, OpenImageIO) to read it
 
 from .fsutil import is_temporary_name
 from .layout import DROP_TICKET

@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import threading
@@ -22,7 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rvm_vfx.errors import InputError, OutputError, disk_full_detail, is_no_space, write_error
-from rvm_vfx.sequence import format_frame, format_frames
+from rvm_vfx.spec.frames import format_frame, format_frames
+from rvm_vfx.spec.names import parse_temporary_frame_name
+from rvm_vfx.spec.progress import PROGRESS, START, WARNING
 
 from .claim import Claim, Heartbeat
 from .config import WorkerConfig
@@ -34,7 +35,6 @@ from .ticket import Ticket, load_ticket
 
 log = logging.getLogger(__name__)
 _PROBE_BYTES = 64 * 1024
-_TEMP_TAIL = re.compile(r"\.\d+\.[0-9a-f]{8}\.tmp\.exr$")  # rvm_vfx.imageio's temporary frame names
 
 
 class Executor(Protocol):
@@ -122,13 +122,13 @@ class JobRunner:
     def _progress(self, status: StatusFile) -> ProgressSink:
         def sink(event: dict[str, Any]) -> None:
             kind = event.get("event")
-            if kind == "start":
+            if kind == START:
                 status.update(
                     frames_total=event.get("total"), resumed_from=event.get("resumed_from"), chunks=event.get("chunks")
                 )
                 if event.get("resumed_from") is not None:
                     log.info("resuming after frame %s", event["resumed_from"])
-            elif kind == "progress":
+            elif kind == PROGRESS:
                 fields = {
                     "frames_done": event["done"],
                     "frames_total": event["total"],
@@ -138,7 +138,7 @@ class JobRunner:
                 if "chunks_done" in event:
                     fields["chunks_done"] = event["chunks_done"]
                 status.update(force=event["done"] >= event["total"], **fields)
-            elif kind == "warning":  # the engine logs it too (into job.log); status collects it
+            elif kind == WARNING:  # the engine logs it too (into job.log); status collects it
                 status.warn(event["message"])
 
         return sink
@@ -259,7 +259,7 @@ class JobRunner:
             report["outputs"] = {
                 "frames": format_frames(ticket.frames, limit=1000),
                 "count": len(ticket.frames),
-                **{k: getattr(job, k) for k in ("output", "alpha_output", "fg_output") if getattr(job, k)},
+                **job.outputs(),
                 "first": format_frame(job.output, ticket.frames[0]),
                 "last": format_frame(job.output, ticket.frames[-1]),
             }
@@ -319,19 +319,18 @@ def remove_snapshots(state: Path) -> None:
 def remove_temporary_frames(ticket: Ticket) -> None:
     """Remove this job's temporary frame files left by a killed writer: no half frame outlives a job."""
     wanted: dict[str, set[str]] = defaultdict(set)
-    for name in ("output", "alpha_output", "fg_output"):
-        pattern = getattr(ticket.job, name)
-        if pattern:
-            for frame in ticket.frames:
-                folder, base = os.path.split(format_frame(pattern, frame))
-                wanted[folder].add(base)
+    for pattern in ticket.job.outputs().values():
+        for frame in ticket.frames:
+            folder, base = os.path.split(format_frame(pattern, frame))
+            wanted[folder].add(base)
     for folder, bases in wanted.items():
         try:
             names = os.listdir(folder)
         except OSError:
             continue
         for name in names:
-            if name.startswith(".") and _TEMP_TAIL.search(name) and _TEMP_TAIL.sub("", name[1:]) in bases:
+            temporary = parse_temporary_frame_name(name)  # (the frame it stands for, its writer's pid)
+            if temporary is not None and temporary[0] in bases:
                 try:
                     os.unlink(os.path.join(folder, name))
                     log.info("removed leftover temporary frame %s", name)

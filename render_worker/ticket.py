@@ -20,12 +20,16 @@ import json
 import os
 import stat
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rvm_vfx.errors import InputError
-from rvm_vfx.job import MAX_JOB_BYTES, OUTPUT_FIELDS, Job
-from rvm_vfx.sequence import open_source, parse_frames, resolve_frames
+from rvm_vfx.sequence import open_source, resolve_frames
+from rvm_vfx.spec.fields import CHECKPOINT, FOLDER, OCIO_CONFIG, OUTPUT, PATH_KINDS, PLATE
+from rvm_vfx.spec.frames import parse_frames
+from rvm_vfx.spec.job import MAX_JOB_BYTES, PATH_FIELDS, Job
+from rvm_vfx.spec.names import is_ocio_address
 
 from .config import WorkerConfig
 from .fsutil import inside, real
@@ -111,32 +115,67 @@ def _drop_name(job_dir: Path) -> str:
     return parts[0] if len(parts) == 4 else job_dir.name
 
 
+@dataclass(frozen=True)
+class _Places:
+    """Where a ticket's paths may point: relative inputs start at ``base``."""
+
+    base: Path | None
+    input_roots: list[Path]
+    models_dir: Path | None
+    output_root: Path
+
+
 def _place_paths(job: Job, config: WorkerConfig, input_base: Path | None, input_roots: list[Path]) -> Job:
-    changes: dict[str, str] = {}
+    """Every path field of the Job, by its kind, made absolute and confined to the place of that kind."""
     # Inputs: relative to the dropped folder, or for a ticket to the first allowed input root.
     base = input_base or (config.allow_input_roots[0] if config.allow_input_roots else None)
-    plate = _absolute(job.input, base, "input")
-    if not inside(_folder_of(plate), input_roots):
-        raise InputError(f"ticket field 'input': {job.input!r} resolves outside the allowed input roots")
-    changes["input"] = (
-        str(real(plate)) if os.path.isdir(plate) else str(real(os.path.dirname(plate)) / Path(plate).name)
-    )
-    if job.ocio_config and not job.ocio_config.startswith("ocio://"):  # ocio:// names a built-in config
-        config_path = _absolute(job.ocio_config, base, "ocio_config")
-        allowed = [*input_roots, *([config.models_dir] if config.models_dir else [])]
-        if not inside(config_path, allowed):
-            raise InputError(f"ticket field 'ocio_config': {job.ocio_config!r} resolves outside the allowed roots")
-        changes["ocio_config"] = str(real(config_path))
-    # Outputs: relative ones land under the output root; every one must resolve inside it.
-    for name in OUTPUT_FIELDS:
-        value = getattr(job, name)
-        if not value:
-            continue
-        path = Path(value) if os.path.isabs(value) else config.output_root / value
-        if not inside(path.parent, [config.output_root]):
-            raise InputError(f"ticket field '{name}': {value!r} resolves outside the output root")
-        changes[name] = str(real(path.parent) / path.name)
+    places = _Places(base, input_roots, config.models_dir, config.output_root)
+    changes: dict[str, str] = {}
+    for name, kind in PATH_FIELDS.items():
+        value, place = getattr(job, name), _PLACE[kind]
+        if value and place is not None:
+            changes[name] = place(name, value, places)
     return dataclasses.replace(job, **changes)
+
+
+def _place_input(name: str, value: str, places: _Places) -> str:
+    """A plate (pattern, video or folder) or a folder read from: inside an allowed input root."""
+    path = _absolute(value, places.base, name)
+    if not inside(_folder_of(path), places.input_roots):
+        raise InputError(f"ticket field '{name}': {value!r} resolves outside the allowed input roots")
+    return str(real(path)) if os.path.isdir(path) else str(real(os.path.dirname(path)) / Path(path).name)
+
+
+def _place_ocio_config(name: str, value: str, places: _Places) -> str:
+    """An OCIO config file: in an input root or the models dir; an ``ocio://`` address names a built-in one."""
+    if is_ocio_address(value):
+        return value
+    path = _absolute(value, places.base, name)
+    allowed = [*places.input_roots, *([places.models_dir] if places.models_dir else [])]
+    if not inside(path, allowed):
+        raise InputError(f"ticket field '{name}': {value!r} resolves outside the allowed roots")
+    return str(real(path))
+
+
+def _place_output(name: str, value: str, places: _Places) -> str:
+    """An output pattern: a relative one lands under the output root; every one must resolve inside it."""
+    path = Path(value) if os.path.isabs(value) else places.output_root / value
+    if not inside(path.parent, [places.output_root]):
+        raise InputError(f"ticket field '{name}': {value!r} resolves outside the output root")
+    return str(real(path.parent) / path.name)
+
+
+#: The rule for each kind of path field; a new kind without one fails here, at import, rather than pass
+#: unconfined. Checkpoints are placed by ``resolve_checkpoint``, which also checks what the file holds.
+_PLACE: dict[str, Callable[[str, str, _Places], str] | None] = {
+    PLATE: _place_input,
+    FOLDER: _place_input,
+    OCIO_CONFIG: _place_ocio_config,
+    OUTPUT: _place_output,
+    CHECKPOINT: None,
+}
+if set(_PLACE) != set(PATH_KINDS):
+    raise TypeError(f"render_worker.ticket has no placement rule for {sorted(set(PATH_KINDS) - set(_PLACE))}")
 
 
 def _absolute(value: str, base: Path | None, field: str) -> str:

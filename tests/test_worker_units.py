@@ -269,6 +269,48 @@ def test_bad_ticket_is_refused_with_its_reason(farm: dict[str, Path], name: str)
         _load(farm, ticket)
 
 
+def test_a_version_1_ticket_is_upgraded_with_every_value_kept(farm: dict[str, Path]) -> None:
+    # A ticket as plugins wrote them before schema versions: no schema_version, every field of the time.
+    old = {
+        **GOOD,
+        "frames": "1001-1002",
+        "layer": None,
+        "start_frame": 1,
+        "missing": "hold",
+        "downsample": 0.5,
+        "device": "cpu",
+        "precision": "fp32",
+        "ocio_config": "ocio://cg-config-v2.1.0_aces-v1.3_ocio-v2.3",
+        "input_colorspace": "sRGB - Texture",
+        "output_colorspace": None,
+        "compression": "piz",
+        "output_mode": "premultiplied",
+        "alpha_output": "shot/a.####.exr",
+        "fg_output": None,
+        "preroll": 2,
+        "overwrite": False,
+        "snapshot_every": 5,
+        "name": "sh010",
+        "priority": 4,
+        "metadata": {"host": "nuke"},
+    }
+    job = _load(farm, old).job
+    assert job.schema_version == 2
+    placed = {"input", "output", "alpha_output", "checkpoint"}  # made absolute inside the roots
+    assert {k: v for k, v in job.to_dict().items() if k not in placed | {"schema_version"}} == {
+        k: v for k, v in old.items() if k not in placed
+    }
+    assert job.alpha_output == str(farm["out"].resolve() / "shot" / "a.####.exr")
+
+
+def test_a_ticket_newer_than_the_worker_is_refused_saying_so(farm: dict[str, Path]) -> None:
+    with pytest.raises(InputError) as caught:
+        _load(farm, {**GOOD, "schema_version": 3})
+    assert str(caught.value) == (
+        "ticket: job field 'schema_version': version 3 is newer than this rvm-vfx reads (up to 2); update rvm-vfx"
+    )
+
+
 def test_ocio_config_is_confined_unless_built_in(farm: dict[str, Path]) -> None:
     builtin = "ocio://cg-config-v2.1.0_aces-v1.3_ocio-v2.3"
     assert _load(farm, {**GOOD, "ocio_config": builtin}).job.ocio_config == builtin

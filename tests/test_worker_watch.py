@@ -77,6 +77,43 @@ def test_dropped_ticket_renders(farm: dict) -> None:
         np.testing.assert_array_equal(ours, read_alpha(reference / f"m.{frame}.exr"))
 
 
+def test_a_version_1_ticket_renders_upgraded(farm: dict) -> None:
+    root, worker = farm["root"], farm["worker"]
+    # Exactly what a plugin wrote before schema versions: every field of the time, no schema_version.
+    old = {
+        "input": "shot010/plate.####.png",
+        "output": "v1/matte.####.exr",
+        "frames": "1001-1002",
+        "layer": None,
+        "start_frame": 1,
+        "missing": "error",
+        "checkpoint": None,
+        "downsample": "auto",
+        "device": "cpu",
+        "precision": "fp32",
+        "ocio_config": None,
+        "input_colorspace": None,
+        "output_colorspace": None,
+        "compression": "zip",
+        "output_mode": "premultiplied",
+        "alpha_output": None,
+        "fg_output": None,
+        "preroll": 0,
+        "overwrite": False,
+        "snapshot_every": 0,
+        "name": "v1",
+        "priority": 0,
+        "metadata": {},
+    }
+    drop_ticket(root, "v1", old)
+    job = wait_for_job(root, "v1", procs=(worker,))
+    report = json.loads((job / "report.json").read_text())
+    assert job.parent.name == "done", report
+    assert report["job"]["schema_version"] == 2 and report["outputs"]["frames"] == "1001-1002"
+    assert sorted(p.name for p in (farm["out"] / "v1").iterdir()) == ["matte.1001.exr", "matte.1002.exr"]
+    assert json.loads((job / "ticket.json").read_text()) == old  # the ticket itself is kept as it came
+
+
 def test_slowly_copied_folder_is_taken_only_when_complete(farm: dict) -> None:
     root, worker = farm["root"], farm["worker"]
     source = sorted((farm["plates"] / "shot010").glob("plate.*.png"))
