@@ -9,7 +9,7 @@ import OpenEXR
 import pytest
 import torch
 
-from rvm_vfx import render as render_module
+from rvm_vfx import frame_pipeline
 from rvm_vfx.color import ColorPipeline
 from rvm_vfx.imageio import read_image
 from rvm_vfx.job import Job
@@ -68,7 +68,7 @@ def test_threaded_render_equals_a_plain_loop(tmp_path: Path, monkeypatch: pytest
     composites, _ = portrait_clip(8, 192, 112)
     pattern = write_sequence(tmp_path / "plate", "plate", composites)
     if plan is not None:  # what a GPU node would run: more threads and frames in flight than the CPU plan
-        monkeypatch.setattr(render_module, "io_plan", lambda device_type, pixels, cores=None: plan)
+        monkeypatch.setattr(frame_pipeline, "io_plan", lambda device_type, pixels, cores=None: plan)
     report = render(Job(input=pattern, output=str(tmp_path / "out" / "m.####.exr"), checkpoint=str(TFJS_MODEL)))
     assert report.frames_written == list(range(1001, 1009))
 

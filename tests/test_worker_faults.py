@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-import rvm_vfx.render
+import rvm_vfx.resume_state
 from render_worker.config import build_config
 from render_worker.layout import HEARTBEAT
 from render_worker.worker import Worker
@@ -195,7 +195,7 @@ def test_injected_read_only_output_files_the_job_once(farm: dict[str, Path], mon
 
 def _fill_at_snapshot(monkeypatch: pytest.MonkeyPatch, mount: Path, call: int) -> None:
     """Fill the watch root just before the engine writes its ``call``-th snapshot (the write itself is real)."""
-    real_save = rvm_vfx.render.save_snapshot
+    real_save = rvm_vfx.resume_state.save_snapshot
     calls = {"n": 0}
 
     def save(path: Any, snap: dict[str, Any]) -> None:
@@ -204,7 +204,7 @@ def _fill_at_snapshot(monkeypatch: pytest.MonkeyPatch, mount: Path, call: int) -
             fill_up(mount)
         real_save(path, snap)
 
-    monkeypatch.setattr(rvm_vfx.render, "save_snapshot", save)
+    monkeypatch.setattr(rvm_vfx.resume_state, "save_snapshot", save)
 
 
 def test_full_watch_root_leaves_the_job_resumable_and_the_watcher_alive(
