@@ -271,7 +271,9 @@ def test_matte_precision_bf16_on_cpu_runs_and_stays_close_to_fp32(plate: str, tm
     assert _events(capsys)[-1]["frames_written"] == "1001-1002"
     fp32, bf16 = _pixels(tmp_path / "fp32" / "m.1002.exr"), _pixels(tmp_path / "bf16" / "m.1002.exr")
     assert not (fp32 == bf16).all()  # the flag reached the session
-    assert abs(fp32 - bf16).mean() < 0.02
+    # bf16 rounding on the whole path: mean 3.2e-4-4.1e-4 over oneDNN AVX2 (emulated) / AVX-512 BF16 / AMX,
+    # ATen avx2 / default and 1-2 threads; 2e-3 is ~5x that (0.02 before).
+    assert abs(fp32 - bf16).mean() < 2e-3
 
 
 def test_matte_missing_hold_fills_a_gap_with_the_frame_before(plate4: str, tmp_path: Path, capsys) -> None:

@@ -33,9 +33,15 @@ REF_METRICS = (
     "fgr_mse",
     "pha_grad_hr_variant_emulated",
 )
-REL_TOL = 1e-4
+# Against the official evaluation's values: worst seen 3.4e-7 relative (a few float32 ulps: the reference
+# computed in float32), identical with numpy's AVX-512 loops switched off; 2e-6 still tells a changed
+# formula (>= 1e-3 apart) from rounding.
+REL_TOL = 2e-6
 # The reference's own float32 arithmetic limits agreement for values that are (near) zero.
 ABS_FLOOR = 1e-9
+# The hand-made cases below compare float32 images with decimal values: an offset such as 0.1 is not exact
+# in float32, so the metrics land a few ulps (~1e-7 relative) from the decimal figure; rel=1e-5 is that
+# with room for the summation order, and abs=1e-9 or less where the answer is zero.
 
 
 REF_ROOT = DATA / "metric_reference"

@@ -74,6 +74,9 @@ def test_official_weights_reproduce_golden_outputs(model: MattingNetwork, ratio:
     true_fgr = np.load(GOLDEN / f"synth_r{ratio}_fgr.npy")
     true_pha = np.load(GOLDEN / f"synth_r{ratio}_pha.npy")
     assert fgr.shape == true_fgr.shape and pha.shape == true_pha.shape
+    # Another implementation's float32 arithmetic (TF.js's graph; the official PyTorch code at 0.5), so every
+    # sum is reassociated: worst 5.1e-4 / 6.5e-4 (pha / fgr) at 1.0 and 6.3e-4 / 1.5e-4 at 0.5, over
+    # oneDNN AVX2 / AVX-512 / AMX, ATen avx2 / default / AVX-512 and 1-16 threads (1 thread is the worst).
     assert np.abs(pha - true_pha).max() <= 2e-3
     assert np.abs(fgr - true_fgr).max() <= 2e-3
     assert 0.1 < true_pha.mean() < 0.9  # the clip has both foreground and background to get right
@@ -84,7 +87,8 @@ def test_inference_copy_computes_the_same(model: MattingNetwork, ratio: float) -
     fast = optimize_for_inference(model)
     fgr, pha = _run_golden(model, ratio)
     fast_fgr, fast_pha = _run_golden(fast, ratio)
-    # Folding BatchNorm reorders float arithmetic; the difference stays far inside the golden tolerance.
+    # Folding BatchNorm and channels-last reorder the float arithmetic and take other oneDNN kernels: worst
+    # 1.0e-4 (pha, ATen default, 1 thread) / 3.7e-5 (fgr) over the ISAs and threads above; 5e-4 is ~5x that.
     assert np.abs(fast_pha - pha).max() < 5e-4
     assert np.abs(fast_fgr - fgr).max() < 5e-4
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
@@ -92,17 +96,20 @@ def test_inference_copy_computes_the_same(model: MattingNetwork, ratio: float) -
 
 
 def test_clip_call_equals_frame_by_frame(model: MattingNetwork) -> None:
-    # oneDNN picks other kernels for a batch of 3 than for 1: equal up to float reassociation (~2e-5).
+    # oneDNN splits the work of a batch of 3 differently from a batch of 1 (with one thread the two are
+    # equal), so sums are reassociated and the decoder carries that through three frames. Worst seen over
+    # oneDNN AVX2 / AVX-512 / AMX, ATen avx2 / default and 1-16 threads: pha 1.39e-4 (this Xeon's default),
+    # fgr 3.5e-5, recurrent state 7.3e-6; the tolerances are 3.6x, 4.3x and 4.1x those.
     src = torch.from_numpy(np.load(GOLDEN / "synth_src.npy"))
     with torch.inference_mode():
         clip_fgr, clip_pha, *clip_rec = model(src[None], downsample_ratio=0.5)
         rec: list[torch.Tensor | None] = [None] * 4
         for t in range(3):
             fgr, pha, *rec = model(src[t : t + 1], *rec, downsample_ratio=0.5)
-            torch.testing.assert_close(clip_fgr[0, t], fgr[0], atol=1e-4, rtol=0)
-            torch.testing.assert_close(clip_pha[0, t], pha[0], atol=1e-4, rtol=0)
+            torch.testing.assert_close(clip_fgr[0, t], fgr[0], atol=1.5e-4, rtol=0)
+            torch.testing.assert_close(clip_pha[0, t], pha[0], atol=5e-4, rtol=0)
     for a, b in zip(clip_rec, rec, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+        torch.testing.assert_close(a, b, atol=3e-5, rtol=0)
     assert clip_fgr.shape == (1, 3, 3, 192, 256)
 
 

@@ -90,6 +90,8 @@ def test_acescg_exr_plate_renders_premultiplied_and_keeps_the_plate(tmp_path: Pa
         model = color.convert(plate, "ACEScg", color.model_space)
         fractions.append(np.count_nonzero((model < 0) | (model > 1)) / model.size)
     assert max(fractions) > 0.02  # the highlights alone are a few percent of the frame
+    # The same OCIO conversion of the same pixels (measured equal); two values' slack, as OCIO runs the
+    # pixels of a buffer's ragged end through scalar code instead of SSE, and the engine's buffers differ.
     assert report.clipped_fraction_max == pytest.approx(max(fractions), abs=2 / plates[0].size)
     assert (
         f"up to {report.clipped_fraction_max:.2%} of plate values per frame lay outside [0, 1] in the "
@@ -116,13 +118,16 @@ def test_acescg_exr_plate_renders_premultiplied_and_keeps_the_plate(tmp_path: Pa
         # A is the matte: it agrees with the portrait's true alpha inside the display window (the hot rim
         # light is clipped in the network's view, which costs a little accuracy there).
         inner = alpha[8:-8, 8:-8]
+        # Matte quality, not arithmetic: measured 0.0085-0.024 over the frames (the same to 1e-8 on every ISA).
         assert np.abs(inner - true_alphas[i]).mean() < 0.04
         # Solid foreground is the plate itself, highlights above 1.0 included.
         solid = alpha == 1.0
         assert solid.sum() > 2000
-        # Exact where the float alpha was exactly 1; where it was a hair below and rounded to 1.0 in half,
-        # the residual's ramp-in and premultiplying move the value by a couple of half-float steps.
-        np.testing.assert_allclose(rgb[solid], plate[solid], rtol=2e-3, atol=0)
+        # Exact where the float alpha was exactly 1; where it was a hair below and rounded to 1.0 in half
+        # (above 1 - 2**-12), the residual's ramp-in (up to 2.4 % of it) and premultiplying move the value:
+        # measured 1.5e-3 relative on every ISA. Which pixels those are depends on the kernels (alpha moves by
+        # ~1e-4 between them), hence 5e-3; the exact share below holds everywhere else.
+        np.testing.assert_allclose(rgb[solid], plate[solid], rtol=5e-3, atol=0)
         assert np.mean(rgb[solid] == plate[solid]) > 0.999
         assert rgb[solid].max() > 3.0
         # Premultiplied: no colour where there is no alpha, and colour = straight foreground × alpha.
@@ -131,7 +136,9 @@ def test_acescg_exr_plate_renders_premultiplied_and_keeps_the_plate(tmp_path: Pa
         straight = np.stack([fg["R"], fg["G"], fg["B"]], -1).astype(np.float32)
         soft = (alpha > 0.05) & (alpha < 0.95)
         assert soft.sum() > 50
-        np.testing.assert_allclose(rgb[soft], straight[soft] * alpha[soft, None], rtol=5e-3, atol=2e-3)
+        # Three half roundings (RGB, straight foreground, alpha) bound this by 3 * 2**-11 = 1.47e-3 relative on any
+        # CPU (measured 1.24e-3); atol only for half subnormals. Was rtol 5e-3 + atol 2e-3, blind in the darks.
+        np.testing.assert_allclose(rgb[soft], straight[soft] * alpha[soft, None], rtol=2e-3, atol=1e-7)
 
 
 def _write_exr_frames(folder: Path, frames: list[dict[str, np.ndarray]], **attributes: object) -> str:
@@ -190,11 +197,11 @@ def test_layer_of_a_multi_layer_plate_is_the_one_matted(tmp_path: Path) -> None:
         _, ch = _exr_channels(out.parent / f"m.{frame}.exr")
         rgb = np.stack([ch["R"], ch["G"], ch["B"]], -1).astype(np.float32)
         alpha = ch["A"].astype(np.float32)
-        assert np.abs(alpha - true_alphas[i]).mean() < 0.04
+        assert np.abs(alpha - true_alphas[i]).mean() < 0.04  # matte quality: measured <= 0.0087
         solid = alpha == 1.0
         assert solid.sum() > 1000
-        # Solid foreground is the diffuse layer's pixels, not the grey beauty.
-        np.testing.assert_allclose(rgb[solid], linear[i][solid], rtol=2e-3, atol=0)
+        # Solid foreground is the diffuse layer's pixels, not the grey beauty (the ramp-in band as above).
+        np.testing.assert_allclose(rgb[solid], linear[i][solid], rtol=5e-3, atol=0)
         assert np.mean(rgb[solid] == linear[i][solid]) > 0.99
         assert np.mean(np.abs(rgb[solid] - 0.18) > 0.01) > 0.9
 
@@ -225,8 +232,10 @@ def test_srgb_png_sequence_renders_to_linear_rec709(tmp_path: Path) -> None:
         expected = color.convert(png, "sRGB - Texture", "lin_rec709")
         solid = alpha == 1.0
         assert solid.sum() > 2000
-        np.testing.assert_allclose(rgb[solid], expected[solid], rtol=1e-3, atol=1e-4)  # half precision
-        assert np.abs(alpha - alphas[i]).mean() < 0.03
+        # One half rounding (<= 2**-11 = 4.9e-4 relative; measured 4.6e-4 on every ISA) plus the ramp-in band
+        # described in the ACEScg test; atol 1e-4 was never used and hid errors in the darks.
+        np.testing.assert_allclose(rgb[solid], expected[solid], rtol=2e-3, atol=0)
+        assert np.abs(alpha - alphas[i]).mean() < 0.03  # matte quality: measured <= 0.0056
 
 
 @pytest.mark.parametrize(("ext", "fmt"), [("jpg", "uint8"), ("tif", "uint16")])
@@ -235,6 +244,7 @@ def test_jpeg_and_16bit_tiff_plates_render(tmp_path: Path, ext: str, fmt: str) -
     write_image(tmp_path / f"still.0001.{ext}", composites[0], fmt)
     render(_job(str(tmp_path / f"still.####.{ext}"), str(tmp_path / "o.####.exr")))
     alpha = _alpha(tmp_path / "o.0001.exr")
+    # Matte quality vs the truth (measured mean 0.0064, solid 0.99, clear 0.0008): codec and network, not rounding.
     assert np.abs(alpha - alphas[0]).mean() < 0.03
     assert alpha[alphas[0] > 0.99].mean() > 0.95 and alpha[alphas[0] < 0.01].mean() < 0.02
 

@@ -21,7 +21,11 @@ def test_step_matches_the_official_golden_frames(model, frames) -> None:
     session = MattingSession(model, downsample_ratio=0.5)
     phas = [session.step(frames[t : t + 1])[1] for t in range(3)]
     golden = np.load(GOLDEN / "synth_r0.5_pha.npy")
-    assert np.abs(torch.cat(phas).numpy() - golden).max() < 1e-3
+    # The engine's inference copy (BatchNorm folded, channels-last) vs the official PyTorch code's output:
+    # another implementation's float32 sums, as in test_model's golden test; worst 6.4e-4 (1 thread, ATen
+    # default) over oneDNN AVX2 / AVX-512 / AMX, ATen avx2 / default and 1-16 threads. 1e-3 failed nowhere
+    # yet but left only 1.6x; 2e-3 is the golden test's own bound.
+    assert np.abs(torch.cat(phas).numpy() - golden).max() < 2e-3
     assert session.frames_seen == 3
 
 
@@ -30,6 +34,7 @@ def test_clip_step_equals_single_steps(model, frames) -> None:
     b = MattingSession(model, downsample_ratio=0.5)
     fgr_clip, pha_clip = a.step(frames)
     singles = [b.step(frames[t : t + 1]) for t in range(3)]
+    # A batch of 3 vs 3 batches of 1: other oneDNN work splits (see test_model); worst 1.5e-4 over the ISAs.
     np.testing.assert_allclose(pha_clip.numpy(), torch.cat([s[1] for s in singles]).numpy(), atol=5e-4)
     assert fgr_clip.shape == (3, 3, 192, 256) and pha_clip.shape == (3, 1, 192, 256)
 
@@ -78,6 +83,7 @@ def test_bf16_stays_close_on_cpu(model, frames) -> None:
     b = torch.cat([bf16.step(frames[t : t + 1])[1] for t in range(3)])
     err = float((a - b).abs().max())
     print(f"bf16 max |alpha error| vs fp32 on the golden frames: {err:.4f}")
-    # Measured 0.079: far above the 1e-3 a default would need, so bf16 stays opt-in (the refiner runs in
-    # fp32 regardless; without that the error was 1.0).
-    assert 1e-3 < err < 0.15
+    # Measured 0.072-0.086 (oneDNN AVX2 emulates bf16, AVX-512 BF16 and AMX compute it; thread counts move
+    # it too): far above the 1e-3 a default would need, so bf16 stays opt-in. The refiner runs in fp32
+    # regardless; without that the error was 1.0, which 0.3 (3.5x the worst seen) still catches.
+    assert 1e-3 < err < 0.3

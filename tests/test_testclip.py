@@ -85,6 +85,7 @@ def test_png_clip_ground_truth_is_exact(tmp_path: Path) -> None:
         worst = max(worst, float(np.abs(rebuilt - com).max()) * 255)
         # A real matte: solid subject, clean background, soft edges in between.
         assert (pha == 1).any() and (pha == 0).any() and ((pha > 0) & (pha < 1)).any()
+    # The composite is rounded to 8 bits once: half a code at most (+1e-6 for the float64 rebuild).
     assert worst <= 0.5 + 1e-6, f"composite off by {worst:.3f} code values"
 
 
@@ -106,6 +107,7 @@ def test_exr_clip_ground_truth_within_8bit_rounding(tmp_path: Path) -> None:
         }
         pha = metrics.load_matte(out / "pha" / f"{frame}.exr")[:, :, None]
         rebuilt = layers["fgr"] * pha + layers["bgr"] * (1.0 - pha)
+        # Each layer stored as half and taken back to sRGB through OCIO: measured 0.57 codes; one code allowed.
         assert float(np.abs(rebuilt - layers["com"]).max()) * 255 <= 1.0
 
 
@@ -198,7 +200,7 @@ def test_video_background_advances_per_frame(tmp_path: Path) -> None:
     bgr = [_read_codes(p) for p in _layer(out, "bgr")]
     assert len(bgr) == 5 and bgr[0].shape == (64, 96, 3)
     greens = [float(b[:, :, 1].mean()) for b in bgr]
-    assert greens == pytest.approx([0, 40, 80, 120, 160], abs=4)
+    assert greens == pytest.approx([0, 40, 80, 120, 160], abs=4)  # codec loss on flat frames, in 8-bit codes
 
 
 def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -81,7 +81,8 @@ def test_tfjs_export_loads_as_official_mobilenetv3(model: MattingNetwork, tfjs_s
     assert torch.count_nonzero(tfjs_state["project_seg.conv.bias"]) == 0
     # A folded BatchNorm is an identity BatchNorm carrying the offset.
     assert torch.equal(tfjs_state["backbone.features.0.1.weight"], torch.ones(16))
-    assert torch.allclose(tfjs_state["backbone.features.0.1.running_var"], torch.full((16,), 1 - 1e-3))
+    # running_var is written as float32(1 - eps), eps the module's 1e-3: exact by construction.
+    assert torch.equal(tfjs_state["backbone.features.0.1.running_var"], torch.full((16,), 1 - 1e-3))
 
 
 def test_tfjs_folder_path_loads_the_same_weights(tfjs_state) -> None:
@@ -170,7 +171,8 @@ def test_torchscript_export_loads(precision: str, tmp_path: Path) -> None:
     if precision == "fp32":
         assert torch.equal(pha, ref_pha) and torch.equal(fgr, ref_fgr)
     else:  # weights rounded to half precision move the matte only slightly
-        assert float((pha - ref_pha).abs().max()) < 2e-2
+        # Half rounding of the weights: measured 2.6e-4 on every ISA and thread count (2e-2 allowed before).
+        assert float((pha - ref_pha).abs().max()) < 1e-3
         assert float((pha - ref_pha).abs().max()) > 0
 
 
