@@ -1,7 +1,8 @@
 """The Nuke plugin's engine runner: command line, environment, JSON progress lines, outcomes, cancel.
 
-Subprocess tests use ``tests/nuke_stub/fake_engine.py``, which speaks the engine's protocol without
-torch; each waits on the fake's own output or exit, never on a clock.
+Subprocess tests use ``tests/fake_engine.py``, which speaks the engine's protocol through the contract
+without torch; each waits on the fake's own output or exit, never on a clock. Events are the vendored
+contract's (``rvm_nuke._spec.progress.Event``), as the plugin receives them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from .nuke_stub import FAKE_ENGINE, kill_fake_engines, plugin_module
 
 engine = plugin_module("rvm_nuke.engine")
 jobs = plugin_module("rvm_nuke.jobs")
+progress = plugin_module("rvm_nuke._spec.progress")
+
+
+def ev(kind: str, **fields: object) -> object:
+    """An event as the plugin receives it: a line of the engine's stdout, read by the contract."""
+    return progress.parse_line(json.dumps({"event": kind, **fields}))
 
 
 @pytest.fixture(autouse=True)
@@ -60,39 +67,23 @@ def test_engine_environment_drops_nukes_python_variables():
 # ------------------------------------------------------------------------------------- progress lines
 
 
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ('{"event": "progress", "frame": 1001, "done": 1, "total": 10}\n',
-         {"event": "progress", "frame": 1001, "done": 1, "total": 10}),
-        ('  {"event": "start", "total": 3}  ', {"event": "start", "total": 3}),
-        ("a stray print\n", None),
-        ("{not json\n", None),
-        ('{"no_event": 1}', None),
-        ('{"event": 3}', None),
-        ("[1, 2]", None),
-        ("", None),
-    ],
-)  # fmt: skip
-def test_parse_line_tolerates_anything(line, expected):
-    assert engine.parse_line(line) == expected
-
-
 def test_progress_text_and_percent():
-    event = {"event": "progress", "frame": 1003, "done": 3, "total": 10, "fps": 2.5, "eta_s": 2.8}
+    event = ev("progress", frame=1003, done=3, total=10, fps=2.5, eta_s=2.8)
     assert engine.progress_text(event) == "frame 1003 (3 of 10), 2.50 fps, about 3 s left"
     assert engine.progress_percent(event) == 30
-    slow = {"event": "progress", "frame": 7, "done": 1, "total": 500, "fps": 0.25, "eta_s": 1996.0}
-    assert engine.progress_text(slow) == "frame 7 (1 of 500), 0.25 fps, about 33 min 16 s left"
-    assert engine.progress_text({**slow, "eta_s": 7300}).endswith("about 2 h 01 min left")
-    assert engine.progress_text({"event": "progress", "frame": 1, "done": 1, "total": 1, "eta_s": None}) == (
-        "frame 1 (1 of 1)"
+    slow = {"frame": 7, "done": 1, "total": 500, "fps": 0.25}
+    assert engine.progress_text(ev("progress", **slow, eta_s=1996.0)) == (
+        "frame 7 (1 of 500), 0.25 fps, about 33 min 16 s left"
     )
-    assert engine.progress_percent({"event": "start", "total": 0}) is None
-    assert engine.progress_percent({"event": "warning", "message": "x"}) is None
-    assert engine.progress_text({"event": "start", "total": 12}) == "starting: 12 frames"
-    assert engine.progress_text({"event": "warning", "message": "NaN"}) == "warning: NaN"
-    assert engine.progress_text({"event": "error", "error": {"type": "InputError", "message": "bad"}}) == "bad"
+    assert engine.progress_text(ev("progress", **slow, eta_s=7300)).endswith("about 2 h 01 min left")
+    assert engine.progress_text(ev("progress", frame=1, done=1, total=1, eta_s=None)) == "frame 1 (1 of 1)"
+    assert engine.progress_percent(ev("start", total=0)) is None
+    assert engine.progress_percent(ev("warning", message="x")) is None
+    assert engine.progress_text(ev("start", total=12)) == "starting: 12 frames"
+    assert engine.progress_text(ev("warning", message="NaN")) == "warning: NaN"
+    assert engine.progress_text(ev("error", error={"type": "InputError", "message": "bad"})) == "bad"
+    # A field of the wrong type degrades the text, never the host.
+    assert engine.progress_text(ev("progress", frame="x", done=None, total=3, fps="fast")) == "frame ? (? of 3)"
 
 
 # ----------------------------------------------------------------------------------------- outcomes
@@ -100,10 +91,10 @@ def test_progress_text_and_percent():
 
 def test_classify_done():
     events = [
-        {"event": "start", "total": 2},
-        {"event": "progress", "frame": 1, "done": 1, "total": 2},
-        {"event": "warning", "message": "clipped"},
-        {"event": "done", "done": 2, "total": 2, "outputs": ["/o/m.0001.exr", "/o/m.0002.exr"]},
+        ev("start", total=2),
+        ev("progress", frame=1, done=1, total=2),
+        ev("warning", message="clipped"),
+        ev("done", done=2, total=2, outputs=["/o/m.0001.exr", "/o/m.0002.exr"]),
     ]
     result = engine.classify(0, events, cancel_requested=False)
     assert (result.status, result.done, result.total, result.warnings) == ("done", 2, 2, ["clipped"])
@@ -111,7 +102,7 @@ def test_classify_done():
 
 
 def test_classify_error_event_wins():
-    events = [{"event": "error", "error": {"type": "MissingFramesError", "message": "missing frames 1003-1005"}}]
+    events = [ev("error", error={"type": "MissingFramesError", "message": "missing frames 1003-1005"})]
     result = engine.classify(2, events, cancel_requested=True, stderr_lines=["Traceback (most recent call last):"])
     assert (result.status, result.error_type, result.message) == (
         "error",
@@ -121,7 +112,7 @@ def test_classify_error_event_wins():
 
 
 def test_classify_cancel():
-    events = [{"event": "progress", "done": 4, "total": 10}, {"event": "cancelled", "done": 5, "total": 10}]
+    events = [ev("progress", done=4, total=10), ev("cancelled", done=5, total=10)]
     assert engine.classify(1, events, cancel_requested=True).message == "stopped after 5 of 10 frames"
     assert engine.classify(1, events, cancel_requested=False).status == "cancelled"  # stopped by someone else
     assert engine.classify(-9, events[:1], cancel_requested=True).status == "cancelled"
@@ -142,7 +133,7 @@ def test_classify_crash_shows_the_last_line_not_the_traceback():
 
 
 def test_classify_exit_zero_without_done():
-    result = engine.classify(0, [{"event": "start", "total": 1}], cancel_requested=False)
+    result = engine.classify(0, [ev("start", total=1)], cancel_requested=False)
     assert result.ok and result.warnings == ["the engine exited without reporting 'done'"]
 
 
@@ -176,8 +167,8 @@ def test_run_engine_success_follows_progress_and_ignores_stray_output(tmp_path):
     seen = []
     result = engine.run_engine(fake_command("ok", job_path), on_event=seen.append, output_dirs=[str(out)])
     assert result.status == "done" and result.returncode == 0 and (result.done, result.total) == (3, 3)
-    assert [e["event"] for e in seen] == ["start", "progress", "warning", "progress", "progress", "done"]
-    assert [e["frame"] for e in seen if e["event"] == "progress"] == [1001, 1002, 1003]
+    assert [e.kind for e in seen] == ["start", "progress", "warning", "progress", "progress", "done"]
+    assert [e.frame for e in seen if e.kind == "progress"] == [1001, 1002, 1003]
     assert result.warnings == ["3 NaN/Inf plate values were replaced with 0"]
     assert result.outputs == [str(out / f"m.{f}.exr") for f in (1001, 1002, 1003)]
 
@@ -209,12 +200,12 @@ def test_cancel_stops_after_the_frame_in_flight(tmp_path):
     result = engine.run_engine(
         fake_command("wait", job_path),
         on_event=seen.append,
-        is_cancelled=lambda: any(e["event"] == "progress" for e in seen),
+        is_cancelled=lambda: any(e.kind == "progress" for e in seen),
         output_dirs=[str(out)],
     )
     assert result.status == "cancelled" and not result.killed and result.returncode == 1
     assert result.message == "stopped after 1 of 5 frames"
-    assert seen[-1]["event"] == "cancelled"
+    assert seen[-1].kind == "cancelled"
     # The finished frame stays; nothing half-written, nothing after it.
     assert sorted(p.name for p in out.iterdir()) == ["fake-engine.pid", "m.1001.exr"]
 
@@ -226,7 +217,7 @@ def test_cancel_kills_an_engine_that_does_not_stop_and_removes_its_partial_frame
     result = engine.run_engine(
         fake_command("stubborn", job_path),
         on_event=seen.append,
-        is_cancelled=lambda: any(e["event"] == "progress" for e in seen),
+        is_cancelled=lambda: any(e.kind == "progress" for e in seen),
         output_dirs=[str(out)],
         stop_timeout_s=0.5,
     )
@@ -241,7 +232,7 @@ def test_a_failing_callback_leaves_no_orphan_engine(tmp_path):
     job_path, out = fake_job(tmp_path, "1001-1005")
 
     def explode(event):
-        if event["event"] == "progress":
+        if event.kind == "progress":
             raise RuntimeError("the progress dialog went away")
 
     with pytest.raises(RuntimeError, match="went away"):
@@ -262,7 +253,7 @@ def test_stop_all_kills_every_running_engine_and_removes_its_partial_frame(tmp_p
         results.append(
             engine.run_engine(
                 fake_command("stubborn", job_path),  # ignores SIGTERM, leaves a half-written frame
-                on_event=lambda e: e["event"] == "progress" and started.set(),
+                on_event=lambda e: e.kind == "progress" and started.set(),
                 output_dirs=[str(out)],
             )
         )

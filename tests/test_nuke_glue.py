@@ -29,6 +29,7 @@ from .nuke_stub.fake_nuke import ALWAYS_SAVE, INVISIBLE, STARTLINE, FakeNuke, fr
 
 jobs = plugin_module("rvm_nuke.jobs")
 engine = plugin_module("rvm_nuke.engine")
+contract = plugin_module("rvm_nuke._spec")
 
 BUILTIN = "ocio://cg-config-v5.0.0_aces-v2.1_ocio-v2.6"
 
@@ -245,6 +246,21 @@ def test_render_with_a_plain_read(fake, node, tmp_path, studio_config, use_fake_
     assert json.loads(group[node.STATE_KNOB].value())["output"] == job["output"]
 
 
+def test_an_alpha_only_render_is_shown_as_data(fake, node, tmp_path, studio_config, use_fake_engine):
+    """The engine tags alpha-only EXRs as data: the node's Read takes them raw, not from the output space."""
+    use_fake_engine("ok")
+    _, group = make_shot(fake, node, tmp_path, studio_config)
+    group["output_mode"].setValue("alpha only")
+    assert node.render_matte(group, background=False).ok
+    read = group.node(node.READ_NAME)
+    assert (read["raw"].value(), read["premultiplied"].value()) == (True, False)
+    assert read["colorspace"].value() == "default"  # left alone: raw data is never converted
+    group["output_mode"].setValue("premultiplied RGBA")  # rendered again as colour: converted again
+    fake.answers.append(True)  # yes, replace the frames
+    assert node.render_matte(group, background=False).ok
+    assert (read["raw"].value(), read["premultiplied"].value(), read["colorspace"].value()) == (False, True, "ACEScg")
+
+
 def test_render_in_the_background_finishes_on_the_main_thread(fake, node, tmp_path, studio_config, use_fake_engine):
     use_fake_engine("ok")
     _, group = make_shot(fake, node, tmp_path, studio_config)
@@ -341,7 +357,8 @@ def test_knob_problems_are_messages(fake, node, tmp_path, studio_config, use_fak
     group.setInput(0, None)
     node.on_render(group)
     assert fake.messages == [
-        "RVM Matte RVMMatte1: frame range 'tomorrow': cannot read 'tomorrow'; write it like 1001-1100",
+        # The engine's own words: the plugin checks the Job with its copy of the engine's contract.
+        "RVM Matte RVMMatte1: job field 'frames': bad frame range 'tomorrow': 'tomorrow' is not N, A-B or A-BxSTEP",
         f"RVM Matte RVMMatte1: Save the script first: the default output ({jobs.DEFAULT_OUTPUT}) lives next to it. "
         "Or set the 'output file' knob to a full path.",
         "RVM Matte RVMMatte1: Connect the plate to the input of RVMMatte1.",
@@ -551,7 +568,7 @@ def test_send_to_farm_writes_a_ticket_and_reload_picks_up_frames(fake, node, tmp
 
     # Two of three frames land; Reload re-reads them and says how far the farm is.
     for frame in (1001, 1002):
-        Path(jobs.frame_path(ticket["output"], frame)).write_bytes(b"exr")
+        Path(contract.format_frame(ticket["output"], frame)).write_bytes(b"exr")
     group.node(node.READ_NAME)["file"].setValue("")  # e.g. the artist fiddled with the internal Read
     assert node.on_reload(group) == 2
     assert group["status"].value() == f"farm job {job_id}: 2 of 3 frame(s) on disk"
@@ -560,7 +577,7 @@ def test_send_to_farm_writes_a_ticket_and_reload_picks_up_frames(fake, node, tmp
     assert read_knobs(group, node)["on_error"] == "black"  # frames still to come show black meanwhile
 
     # The last frame lands: a missing frame is an error again, never a silent black frame in a final render.
-    Path(jobs.frame_path(ticket["output"], 1003)).write_bytes(b"exr")
+    Path(contract.format_frame(ticket["output"], 1003)).write_bytes(b"exr")
     assert node.on_reload(group) == 3
     assert read_knobs(group, node)["on_error"] == "error"
     assert group["status"].value() == f"farm job {job_id}: 3 of 3 frame(s) on disk"
@@ -728,13 +745,13 @@ def test_render_matte_end_to_end_with_the_real_engine(fake, node, tmp_path, stud
         to_linear = config.getProcessor("sRGB Encoded Rec.709 (sRGB)", write["colorspace"].value())
         cpu = to_linear.getDefaultCPUProcessor()
         for frame in range(first, last + 1):
-            pixels = oiio.ImageBuf(jobs.frame_path(plate, frame)).get_pixels(oiio.FLOAT)
+            pixels = oiio.ImageBuf(contract.format_frame(plate, frame)).get_pixels(oiio.FLOAT)
             pixels = np.ascontiguousarray(pixels[..., :3])
             cpu.applyRGB(pixels)
             spec = oiio.ImageSpec(128, 96, 3, oiio.HALF)
             buf = oiio.ImageBuf(spec)
             buf.set_pixels(oiio.ROI(0, 128, 0, 96, 0, 1, 0, 3), pixels)
-            assert buf.write(jobs.frame_path(write["file"].value(), frame)), buf.geterror()
+            assert buf.write(contract.format_frame(write["file"].value(), frame)), buf.geterror()
 
     fake.render_hook = nuke_renders_the_write
     result = node.render_matte(via_precomp, background=False)

@@ -1,7 +1,8 @@
 """The Nuke plugin's host-free decisions: knobs to Job, paths, frames, colour spaces, farm tickets.
 
-The Job dicts are validated by the engine's own ``rvm_vfx.job.Job`` here (the engine venv), so the
-plugin, which must not import the engine, can never drift from the schema unnoticed.
+The plugin builds its Job with its vendored copy of the contract (``rvm_nuke._spec``); here the Job dicts
+are read back by the engine's own ``rvm_vfx.job.Job`` (the engine venv), and a bad knob must fail with
+the very message the engine gives, so the plugin, which must not import the engine, cannot drift from it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from pathlib import Path
 
 import pytest
 
+import rvm_vfx.job
 from rvm_vfx.job import Job
+from rvm_vfx.spec import SCHEMA_VERSION, InputError, parse_frames
 
 from .nuke_stub import PLUGIN_DIR, plugin_module
 
 jobs = plugin_module("rvm_nuke.jobs")
+contract = plugin_module("rvm_nuke._spec")
 
 BUILTIN = "ocio://cg-config-v5.0.0_aces-v2.1_ocio-v2.6"
 
@@ -191,12 +195,18 @@ def test_output_knob_relative_env_and_home(tmp_path):
         ("", "", "Save the script first"),
         ("mattes/m.####.exr", "", "relative path"),
         ("/out/matte.exr", SCRIPT, "frame number"),
-        ("/out/matte.####.png", SCRIPT, "OpenEXR"),
     ],
 )
 def test_output_errors_say_what_to_do(knob, script, message):
     with pytest.raises(jobs.PluginError, match=message):
         jobs.output_pattern(knob, script, "RVMMatte1")
+
+
+def test_an_output_that_is_not_exr_is_refused_with_the_engines_message():
+    with pytest.raises(jobs.PluginError) as error:
+        jobs.build_job({"output": "/out/matte.####.png"}, read_plate(), node_name="N", script_path=SCRIPT)
+    assert str(error.value) == engine_message(output="/out/matte.####.png")
+    assert "outputs are written as OpenEXR, so the name must end in .exr" in str(error.value)
 
 
 def test_node_names_become_safe_file_names():
@@ -208,63 +218,55 @@ def test_node_names_become_safe_file_names():
     assert jobs.job_file_path(out, "bad name").endswith("/rvm/bad_name/bad_name.rvm-job.json")
 
 
-@pytest.mark.parametrize(
-    ("pattern", "frame", "expected"),
-    [
-        ("/o/m.####.exr", 1001, "/o/m.1001.exr"),
-        ("/o/m.####.exr", 7, "/o/m.0007.exr"),
-        ("/o/m.%04d.exr", 12, "/o/m.0012.exr"),
-        ("/o/m.%d.exr", 12, "/o/m.12.exr"),
-        ("/o/m.$F4.exr", 3, "/o/m.0003.exr"),
-        ("/o/m.${F3}.exr", 3, "/o/m.003.exr"),
-        ("/o/m.@@@.exr", 5, "/o/m.005.exr"),
-        ("/o/m.####.exr", -5, "/o/m.-0005.exr"),
-    ],
-)
-def test_frame_path(pattern, frame, expected):
-    assert jobs.frame_path(pattern, frame) == expected
-
-
-def test_frame_token_must_be_in_the_file_name():
-    assert not jobs.has_frame_token("/shots/####/matte.exr")
-    with pytest.raises(jobs.PluginError, match="no frame number"):
-        jobs.frame_path("/o/matte.exr", 1)
-
-
 def test_existing_outputs(tmp_path):
     pattern = str(tmp_path / "m.####.exr")
     (tmp_path / "m.1002.exr").write_bytes(b"x")
     assert jobs.existing_outputs(pattern, [1001, 1002, 1003]) == [1002]
+    (tmp_path / "m.-0007.exr").write_bytes(b"x")
+    assert jobs.existing_outputs(str(tmp_path / "m.%04d.exr"), [-7, 1002, 1003]) == [-7, 1002]
 
 
 # --------------------------------------------------------------------------------------------- frames
 
 
+def engine_message(**fields) -> str:
+    """What the engine's own Job says about these field values (the plugin must say the same)."""
+    with pytest.raises(InputError) as error:
+        Job(**{"input": "/plates/sh010/plate.####.exr", "output": "/o/m.####.exr", **fields})
+    return str(error.value)
+
+
 @pytest.mark.parametrize(
-    ("text", "frames"),
-    [
-        ("1001-1003", [1001, 1002, 1003]),
-        ("1001", [1001]),
-        ("1-9x4", [1, 5, 9]),
-        ("1001-1002, 1005", [1001, 1002, 1005]),
-        ("-2--1", [-2, -1]),
-    ],
-)
-def test_expand_frames(text, frames):
-    assert jobs.expand_frames(text) == frames
+    ("knob", "frames"),
+    [("1001-1003", "1001-1003"), ("1001", "1001"), ("1-9x4", "1-9x4"), ("1001-1002, 1005", "1001-1002,1005"),
+     (" 1001-1010 1020 ", "1001-1010,1020"), ("-2--1", "-2--1"), ("", "1001-1010")],
+)  # fmt: skip
+def test_the_frame_range_knob_reaches_the_job(knob, frames):
+    job = jobs.build_job({"frame_range": knob}, read_plate(), node_name="N", script_path=SCRIPT)
+    assert job["frames"] == frames
+    assert parse_frames(job["frames"]) == parse_frames(knob or "1001-1010")
 
 
-@pytest.mark.parametrize("text", ["", "1001-", "a-b", "1010-1001", "1-10x0", "1-99999999"])
-def test_bad_frame_ranges_are_refused(text):
-    with pytest.raises(jobs.PluginError):
-        jobs.expand_frames(text)
+# 1-1000001 is one frame over the engine's limit: the plugin's own copy of the parser used to let it through.
+@pytest.mark.parametrize("text", ["1001-", "a-b", "1010-1001", "1-10x0", "1-1000001", "1-99999999", "1-5,,x"])
+def test_bad_frame_ranges_are_refused_with_the_engines_message(text):
+    with pytest.raises(jobs.PluginError) as error:
+        jobs.build_job({"frame_range": text}, read_plate(), node_name="N", script_path=SCRIPT)
+    assert str(error.value) == engine_message(frames=",".join(contract.frames.range_parts(text)))
+    assert str(error.value).startswith("job field 'frames': bad frame range")
 
 
-def test_frames_text_defaults_to_the_input():
+def test_the_frame_limit_is_the_engines():
+    assert engine_message(frames="1-1000001") == (
+        "job field 'frames': bad frame range '1-1000001': more than 1000000 frames"
+    )
+    job = jobs.build_job({"frame_range": "1-1000000"}, read_plate(), node_name="N", script_path=SCRIPT)
+    assert Job.from_dict(job).frames == "1-1000000"
+
+
+def test_an_empty_input_range_is_refused():
     assert jobs.frames_text("", 1001, 1100) == "1001-1100"
-    assert jobs.frames_text(" 1001-1010 1020 ", 1, 2) == "1001-1010,1020"
-    assert jobs.frame_bounds("1-9x4,20") == (1, 20)
-    with pytest.raises(jobs.PluginError, match="empty"):
+    with pytest.raises(jobs.PluginError, match=r"the input's frame range 10-9 is empty"):
         jobs.frames_text("", 10, 9)
 
 
@@ -339,12 +341,28 @@ def test_checkpoint_value(tmp_path):
     assert jobs.checkpoint_value("", "mobilenetv3", SCRIPT, env, farm=True) is None
 
 
-def test_downsample_value():
-    assert jobs.downsample_value(True, 0.3) == "auto"
-    assert jobs.downsample_value(False, 0.375) == 0.375
-    for bad in (0.0, 1.5, -1):
-        with pytest.raises(jobs.PluginError, match="downsample"):
-            jobs.downsample_value(False, bad)
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [({"downsample_auto": False, "downsample": 0.0}, {"downsample": 0.0}),
+     ({"downsample_auto": False, "downsample": 1.5}, {"downsample": 1.5}),
+     ({"preroll": -1}, {"preroll": -1}),
+     ({"device": "tpu"}, {"device": "tpu"}),
+     ({"precision": "fp8"}, {"precision": "fp8"})],
+)  # fmt: skip
+def test_bad_knobs_are_refused_with_the_engines_message(settings, field):
+    with pytest.raises(jobs.PluginError) as error:
+        jobs.build_job(settings, read_plate(), node_name="N", script_path=SCRIPT)
+    assert str(error.value) == engine_message(**field)
+    assert str(error.value).startswith(f"job field '{next(iter(field))}': ")
+
+
+def test_downsample_knobs():
+    job = jobs.build_job({"downsample": 0.3}, read_plate(), node_name="N", script_path=SCRIPT)
+    assert job["downsample"] == "auto"
+    job = jobs.build_job(
+        {"downsample_auto": False, "downsample": 0.375}, read_plate(), node_name="N", script_path=SCRIPT
+    )
+    assert job["downsample"] == 0.375
 
 
 def test_settings_are_normalised_and_checked():
@@ -353,8 +371,20 @@ def test_settings_are_normalised_and_checked():
     )
     assert settings["preroll"] == 8 and isinstance(settings["preroll"], int)
     assert settings["device"] == "cuda" and settings["checkpoint"] == "" and settings["output"] == "/o.####.exr"
-    with pytest.raises(jobs.PluginError, match="device"):
-        jobs.normalise_settings({"device": "tpu"})
+    # A knob of the node's own (not a Job field) is checked here.
+    with pytest.raises(jobs.PluginError) as error:
+        jobs.normalise_settings({"encoder": "vit"})
+    assert str(error.value) == "knob 'encoder': expected one of mobilenetv3, resnet50, got 'vit'"
+
+
+def test_every_device_the_engine_has_can_be_chosen():
+    """The plugin's device list was a copy that lacked the engine's mps."""
+    device = next(k for k in jobs.KNOBS if k.name == "device")
+    assert device.choices == rvm_vfx.job.DEVICES == ("auto", "cpu", "cuda", "mps")
+    job = jobs.build_job({"device": "mps"}, read_plate(), node_name="N", script_path=SCRIPT)
+    assert Job.from_dict(job).device == "mps"
+    precision = next(k for k in jobs.KNOBS if k.name == "precision")
+    assert precision.choices == rvm_vfx.job.PRECISIONS and precision.default == "fp32"
 
 
 def test_knob_table_is_consistent():
@@ -364,7 +394,11 @@ def test_knob_table_is_consistent():
         if spec.kind == "enum":
             assert spec.default in spec.choices
     assert jobs.normalise_settings(jobs.default_settings()) == jobs.default_settings()
-    assert set(jobs.OUTPUT_MODES.values()) == {"premultiplied", "alpha"}
+    # The labels are what .nk scripts save; the values are the engine's, every one of them.
+    assert list(jobs.OUTPUT_MODES) == ["premultiplied RGBA", "alpha only"]
+    assert tuple(jobs.OUTPUT_MODES.values()) == rvm_vfx.job.OUTPUT_MODES
+    encoder = next(k for k in jobs.KNOBS if k.name == "encoder")
+    assert encoder.choices == ("mobilenetv3", "resnet50") and encoder.default == "mobilenetv3"
     assert {"render", "send_to_farm", "reload"} <= set(names)
 
 
@@ -418,10 +452,20 @@ def test_job_file_round_trips_through_the_engine(tmp_path):
 
 
 def test_bad_knobs_fail_before_any_work():
-    with pytest.raises(jobs.PluginError, match="pre-roll"):
+    with pytest.raises(jobs.PluginError) as error:
         jobs.build_job({"preroll": -1}, read_plate(), node_name="N", script_path=SCRIPT)
-    with pytest.raises(jobs.PluginError, match="frame range"):
+    assert str(error.value) == "job field 'preroll': must be >= 0, got -1"
+    with pytest.raises(jobs.PluginError) as error:
         jobs.build_job({"frame_range": "soon"}, read_plate(), node_name="N", script_path=SCRIPT)
+    assert str(error.value) == "job field 'frames': bad frame range 'soon': 'soon' is not N, A-B or A-BxSTEP"
+
+
+def test_the_job_is_built_by_the_vendored_contract():
+    """Inside Nuke the engine cannot be imported: the plugin's Job is its own copy of the engine's."""
+    assert jobs.Job is contract.Job and jobs.Job is not Job
+    assert Path(contract.__file__).parent == PLUGIN_DIR / "rvm_nuke" / "_spec"
+    job = jobs.build_job({}, read_plate(), node_name="N", script_path=SCRIPT)
+    assert job["schema_version"] == SCHEMA_VERSION == 2
 
 
 def test_matte_read_knobs():
@@ -432,12 +476,19 @@ def test_matte_read_knobs():
         "colorspace": "ACEScg", "premultiplied": True, "raw": False, "on_error": "error",
     }  # fmt: skip
     assert [k for k, _ in jobs.matte_read_knobs(job, "ACEScg")][0] == "file"
-    alpha = jobs.build_job({"output_mode": "alpha only"}, read_plate(), node_name="N", script_path=SCRIPT)
-    assert dict(jobs.matte_read_knobs(alpha, "ACEScg", farm=True))["premultiplied"] is False
-    assert dict(jobs.matte_read_knobs(alpha, "ACEScg", farm=True))["on_error"] == "black"
     assert dict(jobs.matte_read_knobs({**job, "output_colorspace": "lin_rec709"}, "ACEScg"))["colorspace"] == (
         "lin_rec709"
     )
+
+
+def test_an_alpha_only_matte_is_read_as_data():
+    """The engine tags alpha-only EXRs as data (Raw, or the config's data role): Nuke must not convert them
+    from the output colour space, or a soft edge of 0.5 would come back as another value."""
+    alpha = jobs.build_job({"output_mode": "alpha only"}, read_plate(), node_name="N", script_path=SCRIPT)
+    assert dict(jobs.matte_read_knobs(alpha, "ACEScg", farm=True)) == {
+        "file": alpha["output"], "first": 1001, "last": 1010, "origfirst": 1001, "origlast": 1010,
+        "premultiplied": False, "raw": True, "on_error": "black",
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ farm
@@ -561,14 +612,25 @@ def _python39():
 
 @pytest.mark.skipif(_python39() is None, reason="no Python 3.9 interpreter here (set RVM_VFX_PYTHON39)")
 def test_plugin_imports_under_python_3_9(tmp_path):
-    """Import every module of the plugin with a real 3.9, as Nuke 14 would, with an empty ``nuke``."""
-    code = (
-        "import sys, types; sys.modules['nuke'] = types.ModuleType('nuke'); "
-        f"sys.path.insert(0, {str(PLUGIN_DIR)!r}); "
-        "import rvm_nuke.jobs as j, rvm_nuke.engine as e, rvm_nuke.node as n; "
-        "src = j.Source('/p/p.####.exr', 1, 3, 'ACEScg'); "
-        "job = j.build_job({}, src, node_name='N', script_path='/s/c.nk'); "
-        "print(e.engine_command('/py', '/j.json')[-3], job['frames'], sys.version_info[:2])"
-    )
+    """Import every module of the plugin with a real 3.9, as Nuke 14 would, with an empty ``nuke``: the
+    vendored contract included, with no engine to fall back on, and its checks working there too."""
+    code = f"""
+import json, sys, types
+sys.modules["nuke"] = types.ModuleType("nuke")
+sys.path.insert(0, {str(PLUGIN_DIR)!r})
+import rvm_nuke.jobs as j, rvm_nuke.engine as e, rvm_nuke.node as n
+src = j.Source("/p/p.####.exr", 1, 3, "ACEScg")
+job = j.build_job({{"device": "mps"}}, src, node_name="N", script_path="/s/c.nk")
+try:
+    j.build_job({{"frame_range": "1-1000001"}}, src, node_name="N", script_path="/s/c.nk")
+except j.PluginError as exc:
+    refused = str(exc)
+engine = sorted(m for m in sys.modules if m.split(".")[0] in ("rvm_vfx", "torch", "numpy"))
+print(json.dumps([e.engine_command("/py", "/j.json"), job, refused, engine, list(sys.version_info[:2])]))
+"""
     out = subprocess.run([_python39(), "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
-    assert out.stdout.split() == ["/j.json", "1-3", "(3,", "9)"]
+    command, job, refused, engine, version = json.loads(out.stdout)
+    assert command == ["/py", "-m", "rvm_vfx", "render", "/j.json", "--progress", "json"]
+    assert Job.from_dict(job).to_dict() == job and (job["frames"], job["device"]) == ("1-3", "mps")
+    assert refused == "job field 'frames': bad frame range '1-1000001': more than 1000000 frames"
+    assert (engine, version) == ([], [3, 9])

@@ -10,7 +10,8 @@ from pathlib import Path
 from types import ModuleType
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugins" / "nuke"
-FAKE_ENGINE = Path(__file__).resolve().parent / "fake_engine.py"
+# The plugins share one fake engine, which speaks the protocol through the contract (tests/fake_engine.py).
+FAKE_ENGINE = Path(__file__).resolve().parents[1] / "fake_engine.py"
 
 
 def plugin_module(name: str) -> ModuleType:

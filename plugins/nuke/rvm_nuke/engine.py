@@ -1,7 +1,8 @@
 """Running the rvm-vfx engine as a subprocess and following its JSON progress lines, without Nuke.
 
 torch cannot live inside Nuke's Python, so the engine runs in its own environment and talks back
-through one JSON object per line on stdout (``rvm-vfx render JOB.json --progress json``). This module
+through one JSON object per line on stdout (``rvm-vfx render JOB.json --progress json``); the protocol,
+the command's arguments and the temporary frame names are the vendored contract's (``_spec``). This module
 starts it, turns its lines into events, stops it when the artist cancels (SIGTERM: the engine finishes
 the frame in flight, which it writes atomically; a kill after a timeout, then its hidden temporary
 files are removed) and reduces the outcome to one message an artist can act on.
@@ -9,7 +10,6 @@ files are removed) and reduces the outcome to one message an artist can act on.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import re
@@ -24,6 +24,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._spec.names import parse_temporary_frame_name
+from ._spec.progress import CANCELLED, DONE, ERROR, PROGRESS, START, WARNING, Event, parse_line, render_arguments
+from ._spec.progress import event as protocol_event
+
 __all__ = [
     "EngineResult",
     "check_engine",
@@ -31,7 +35,6 @@ __all__ = [
     "engine_launcher",
     "render_command",
     "engine_environment",
-    "parse_line",
     "progress_text",
     "run_engine",
     "run_frames",
@@ -44,10 +47,6 @@ _NUKE_PYTHON_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEX
 
 #: How long a cancelled engine may take to finish its frame in flight before it is killed.
 STOP_TIMEOUT_S = 60.0
-
-# The engine's temporary frame names (rvm_vfx.imageio): ".<name>.<pid>.<8 hex>.tmp.exr".
-_TEMPORARY = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp\.exr$")
-
 
 #: How long the check that an engine answers may take (a cold interpreter on a network share is slow).
 CHECK_TIMEOUT_S = 60.0
@@ -131,7 +130,7 @@ def check_engine(
 
 
 def render_command(launcher: list[str], job_path: str) -> list[str]:
-    return [*launcher, "render", job_path, "--progress", "json"]
+    return [*launcher, *render_arguments(job_path)]
 
 
 def engine_command(python: str | None, job_path: str, which: Callable[[str], str | None] = shutil.which) -> list[str]:
@@ -151,33 +150,8 @@ def engine_environment(base: Mapping[str, str], ocio: str | None = None) -> dict
 # ----------------------------------------------------------------------------------------- progress
 
 
-def parse_line(line: str) -> dict[str, Any] | None:
-    """One stdout line as an event, or None for anything else (a stray print, a library's warning)."""
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        event = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
-        return None
-    return event
-
-
-def progress_fraction(event: Mapping[str, Any]) -> float | None:
-    try:
-        done = 0.0 if event.get("event") == "start" else float(event["done"])
-        total = float(event["total"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if total <= 0:
-        return None
-    return min(max(done / total, 0.0), 1.0)
-
-
-def progress_percent(event: Mapping[str, Any]) -> int | None:
-    fraction = progress_fraction(event)
+def progress_percent(event: Event) -> int | None:
+    fraction = event.fraction
     return None if fraction is None else int(fraction * 100)
 
 
@@ -192,45 +166,42 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def progress_text(event: Mapping[str, Any]) -> str:
+def progress_text(event: Event) -> str:
     """A progress line as an artist reads it: ``frame 1003 (3 of 10), 2.5 fps, about 3 s left``.
 
     Events of another stage than the engine's own render (the precomp) say which: ``precomp: frame 3 (...)``.
     """
-    stage = event.get("stage")
+    stage = event.fields.get("stage")
     text = _event_text(event)
     return f"{stage}: {text}" if stage else text
 
 
-def _event_text(event: Mapping[str, Any]) -> str:
-    kind = event.get("event")
-    if kind == "start":
-        return f"starting: {event.get('total', '?')} frames"
-    if kind == "progress":
-        text = f"frame {event.get('frame', '?')} ({event.get('done', '?')} of {event.get('total', '?')})"
-        fps = event.get("fps")
-        if isinstance(fps, (int, float)) and fps > 0:
+def _shown(value: Any) -> str:
+    return "?" if value is None else str(value)
+
+
+def _event_text(event: Event) -> str:
+    kind, done, total = event.kind, _shown(event.done), _shown(event.total)
+    if kind == START:
+        return f"starting: {total} frames"
+    if kind == PROGRESS:
+        text = f"frame {_shown(event.frame)} ({done} of {total})"
+        fps = event.fps
+        if fps is not None and fps > 0:
             text += f", {fps:.2f} fps" if fps < 10 else f", {fps:.1f} fps"
-        eta = event.get("eta_s")
-        if isinstance(eta, (int, float)) and eta >= 0:
+        eta = event.eta_s
+        if eta is not None and eta >= 0:
             text += f", about {_duration(eta)} left"
         return text
-    if kind == "warning":
-        return f"warning: {event.get('message', '')}"
-    if kind == "done":
-        return f"done: {event.get('done', '?')} frames"
-    if kind == "cancelled":
-        return f"stopped after {event.get('done', '?')} of {event.get('total', '?')} frames"
-    if kind == "error":
-        return error_text(event)
-    return str(kind)
-
-
-def error_text(event: Mapping[str, Any]) -> str:
-    error = event.get("error")
-    if isinstance(error, Mapping):
-        return str(error.get("message") or error.get("type") or "unknown error")
-    return str(error or event.get("message") or "unknown error")
+    if kind == WARNING:
+        return f"warning: {event.message}"
+    if kind == DONE:
+        return f"done: {done} frames"
+    if kind == CANCELLED:
+        return f"stopped after {done} of {total} frames"
+    if kind == ERROR:
+        return event.error_message
+    return kind
 
 
 # ------------------------------------------------------------------------------------------ outcome
@@ -267,33 +238,31 @@ def last_error_line(stderr_lines: Iterable[str]) -> str:
 
 def classify(
     returncode: int | None,
-    events: Iterable[Mapping[str, Any]],
+    events: Iterable[Event],
     cancel_requested: bool,
     stderr_lines: Iterable[str] = (),
 ) -> EngineResult:
     """Reduce an engine run to one outcome; an error message never contains a traceback."""
     result = EngineResult(status="error", returncode=returncode)
-    error_event = None
+    failure = None
     finished = False
     stopped = False
-    for event in events:
-        kind = event.get("event")
-        if kind in ("start", "progress", "done", "cancelled"):
-            result.total = int(event.get("total", result.total) or result.total)
-            result.done = int(event.get("done", result.done) or result.done)
-        if kind == "warning":
-            result.warnings.append(str(event.get("message", "")))
-        elif kind == "done":
+    for item in events:
+        if item.kind in (START, PROGRESS, DONE, CANCELLED):
+            result.total = item.total or result.total
+            result.done = item.done or result.done
+        if item.kind == WARNING:
+            result.warnings.append(item.message)
+        elif item.kind == DONE:
             finished = True
-            result.outputs = [str(p) for p in event.get("outputs") or []]
-        elif kind == "cancelled":
+            result.outputs = item.outputs
+        elif item.kind == CANCELLED:
             stopped = True
-        elif kind == "error":
-            error_event = event
-    if error_event is not None:
-        error = error_event.get("error")
-        result.error_type = str(error.get("type", "")) if isinstance(error, Mapping) else ""
-        result.message = error_text(error_event)
+        elif item.kind == ERROR:
+            failure = item
+    if failure is not None:
+        result.error_type = failure.error_type
+        result.message = failure.error_message
         return result
     if cancel_requested or stopped:
         result.status = "cancelled"
@@ -321,8 +290,8 @@ def remove_temporaries(folders: Iterable[str], pid: int) -> list[str]:
         except OSError:
             continue
         for name in names:
-            m = _TEMPORARY.match(name)
-            if m and int(m.group("pid")) == pid:
+            temporary = parse_temporary_frame_name(name)
+            if temporary is not None and temporary[1] == pid:
                 path = os.path.join(folder, name)
                 try:
                     os.remove(path)
@@ -385,7 +354,7 @@ def _pump(stream: Any, sink: Callable[[str], None], done: Callable[[], None] | N
 def run_engine(
     command: list[str],
     *,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
     env: Mapping[str, str] | None = None,
     output_dirs: Iterable[str] = (),
@@ -431,7 +400,7 @@ def run_engine(
 
 def _follow(
     proc: subprocess.Popen,
-    on_event: Callable[[dict[str, Any]], None] | None,
+    on_event: Callable[[Event], None] | None,
     is_cancelled: Callable[[], bool] | None,
     poll_s: float,
     stop_timeout_s: float,
@@ -447,7 +416,7 @@ def _follow(
     for reader in readers:
         reader.start()
 
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     cancel_requested = False
     killed = False
     deadline: float | None = None
@@ -466,12 +435,12 @@ def _follow(
                 continue
             if item is _EOF:
                 break
-            event = parse_line(item)
-            if event is None:
+            received = parse_line(item)
+            if received is None:
                 continue
-            events.append(event)
+            events.append(received)
             if on_event is not None:
-                on_event(event)
+                on_event(received)
     except BaseException:
         # The caller is going away (an exception in on_event, Nuke shutting down): never leave an orphan.
         proc.kill()
@@ -495,11 +464,17 @@ def _follow(
 # ------------------------------------------------------------------------------------------ precomp
 
 
+def _staged(kind: str, stage: str, **fields: Any) -> Event:
+    """An event of the engine's protocol (checked as the engine's are), marked with the stage it is from."""
+    sent = protocol_event(kind, **fields)
+    return Event(sent.pop("event"), {**sent, "stage": stage})
+
+
 def run_frames(
     frames: list[int],
     render_frame: Callable[[int], str | None],
     *,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
     stage: str = "precomp",
 ) -> EngineResult:
@@ -511,7 +486,7 @@ def run_frames(
     """
     total = len(frames)
     emit = on_event or (lambda event: None)
-    emit({"event": "start", "total": total, "stage": stage})
+    emit(_staged(START, stage, total=total))
     done = 0
     for frame in frames:
         if is_cancelled is not None and is_cancelled():
@@ -522,6 +497,6 @@ def run_frames(
         if problem:
             return EngineResult(status="error", message=f"frame {frame}: {problem}", done=done, total=total)
         done += 1
-        emit({"event": "progress", "frame": frame, "done": done, "total": total, "stage": stage})
-    emit({"event": "done", "done": done, "total": total, "stage": stage})
+        emit(_staged(PROGRESS, stage, frame=frame, done=done, total=total))
+    emit(_staged(DONE, stage, done=done, total=total))
     return EngineResult(status="done", done=done, total=total)

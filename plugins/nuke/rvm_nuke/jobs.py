@@ -4,8 +4,9 @@ Nuke cannot run in CI, so the glue in ``node.py`` only reads knobs and calls the
 that turns knob values into a render (paths, frame ranges, colour spaces, the Job, farm tickets) lives
 here. This module must stay importable by Nuke's own Python (3.9 in Nuke 14) and must never import
 ``rvm_vfx``, torch or numpy: the engine lives in another environment and is reached as a subprocess.
-The Job written here is a plain dict with the engine's field names; a test validates it with
-``rvm_vfx.job.Job.from_dict`` so that the two cannot drift apart.
+What the engine knows about a Job (its fields and their rules, frame ranges, file names, the weights
+cache) comes from ``_spec``, the engine's own contract package vendored here by ``tools/vendor_spec.py``:
+a knob the engine would refuse is refused here, before any work, with the engine's message.
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ._spec import InputError, Job, format_frame
+from ._spec.frames import frame_bounds, frame_digits, has_frame_token, range_parts, split_pattern
+from ._spec.job import FIELDS_BY_NAME
+from ._spec.names import (
+    CHECKPOINT_ENV,
+    DEFAULT_ENCODER,
+    ENCODERS,
+    OFFICIAL_CHECKPOINTS,
+    is_video,
+    official_checkpoint_path,
+)
 
 __all__ = [
     "KNOBS",
@@ -39,16 +52,12 @@ class PluginError(Exception):
 
 # ----------------------------------------------------------------------------------------------- knobs
 
-ENCODERS = ("mobilenetv3", "resnet50")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "bf16")
-# Menu label -> the Job's output_mode: artists read the label, the engine reads the value.
+# Menu label -> the Job's output_mode: artists read the label, the engine reads the value. The labels are
+# what a .nk script saves, so they stay as they are whatever the engine calls its modes.
 OUTPUT_MODES = {"premultiplied RGBA": "premultiplied", "alpha only": "alpha"}
-OFFICIAL_CHECKPOINTS = {"mobilenetv3": "rvm_mobilenetv3.pth", "resnet50": "rvm_resnet50.pth"}
 
 ENGINE_PYTHON_ENV = "RVM_VFX_PYTHON"
 WATCH_FOLDER_ENV = "RVM_VFX_WATCH_FOLDER"
-CHECKPOINT_ENV = "RVM_VFX_CHECKPOINT"
 PREF_ENGINE_PYTHON = "rvm_engine_python"
 PREF_WATCH_FOLDER = "rvm_watch_folder"
 
@@ -56,13 +65,20 @@ DEFAULT_OUTPUT = "<script folder>/rvm/<node name>/<node name>.####.exr"
 
 KnobSpec = namedtuple("KnobSpec", "name kind label default choices tooltip")
 
+
+def _field_enum(name: str, label: str) -> KnobSpec:
+    """A menu knob that is a Job field as it is: the engine's default, values and help."""
+    field = FIELDS_BY_NAME[name]
+    return KnobSpec(name, "enum", label, field.default, field.choices, field.help[:1].upper() + field.help[1:] + ".")
+
+
 #: Every knob of the node, in panel order. ``node.py`` creates them from this table and reads settings
 #: back by these names, so a knob cannot be added on one side and forgotten on the other.
 KNOBS = (
     KnobSpec("checkpoint", "file", "checkpoint", "", (),
              "Weights file (.pth, .torchscript or TF.js model.json). Empty: the engine's default checkpoint "
              f"(${CHECKPOINT_ENV}, else the official file in the engine's cache) for the chosen encoder."),
-    KnobSpec("encoder", "enum", "encoder", "mobilenetv3", ENCODERS,
+    KnobSpec("encoder", "enum", "encoder", DEFAULT_ENCODER, ENCODERS,
              "Which official network to use when 'checkpoint' is empty. A checkpoint file names its own."),
     KnobSpec("downsample_auto", "bool", "auto downsample", True, (),
              "Let the engine pick the downsample ratio from the plate size."),
@@ -70,8 +86,8 @@ KNOBS = (
              "Resolution the network sees, as a fraction of the plate (0, 1]. Lower is faster and coarser."),
     KnobSpec("preroll", "int", "pre-roll", 0, (),
              "Frames run before the first rendered frame to warm the network's memory, then thrown away."),
-    KnobSpec("device", "enum", "device", "auto", DEVICES, "Where the network runs; auto picks CUDA if present."),
-    KnobSpec("precision", "enum", "precision", "fp32", PRECISIONS, "fp16/bf16 are faster on GPUs."),
+    _field_enum("device", "device"),
+    _field_enum("precision", "precision"),
     KnobSpec("input_colorspace", "string", "input colour space", "", (),
              "Colour space of the plate. Empty: the upstream Read's colorspace, resolved in the script's "
              "OCIO config. Ignored when the input is precomped (the precomp is scene-linear)."),
@@ -134,7 +150,8 @@ def normalise_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
             value = str(value).strip()
         elif spec.kind == "enum":
             value = str(value)
-            if value not in spec.choices:
+            # A knob that is a Job field is checked by the Job, with the engine's message.
+            if value not in spec.choices and spec.name not in FIELDS_BY_NAME:
                 raise PluginError(f"knob '{spec.label}': expected one of {', '.join(spec.choices)}, got {value!r}")
         elif spec.kind == "bool":
             value = bool(value)
@@ -148,76 +165,17 @@ def normalise_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- frame ranges
 
-_RANGE_PART = re.compile(r"^(-?\d+)(?:-(-?\d+)(?:[x:](\d+))?)?$")
-_MAX_FRAMES = 1000000
-
-
-def expand_frames(text: str) -> list[int]:
-    """The frames of ``1001-1100``, ``1001-1050,1060-1100`` or ``1-10x2`` (the engine's own syntax)."""
-    parts = [p for p in re.split(r"[,\s]+", str(text).strip()) if p]
-    if not parts:
-        raise PluginError("frame range is empty")
-    frames: set[int] = set()
-    for part in parts:
-        m = _RANGE_PART.match(part)
-        if not m:
-            raise PluginError(f"frame range {text!r}: cannot read {part!r}; write it like 1001-1100")
-        first = int(m.group(1))
-        last = int(m.group(2)) if m.group(2) is not None else first
-        step = int(m.group(3)) if m.group(3) else 1
-        if last < first or step < 1:
-            raise PluginError(f"frame range {text!r}: {part!r} runs backwards or has a zero step")
-        if (last - first) // step + len(frames) > _MAX_FRAMES:
-            raise PluginError(f"frame range {text!r} has more than {_MAX_FRAMES} frames")
-        frames.update(range(first, last + 1, step))
-    return sorted(frames)
-
-
-def frame_bounds(text: str) -> tuple[int, int]:
-    frames = expand_frames(text)
-    return frames[0], frames[-1]
-
 
 def frames_text(frames: str | None, first: int, last: int) -> str:
-    """The range to render: the knob's text when given (checked now, not on the farm), else the input's."""
+    """The range to render: the knob's text when given (the Job checks it), else the input's range."""
     if frames:
-        text = ",".join(p for p in re.split(r"[,\s]+", frames.strip()) if p)
-        expand_frames(text)
-        return text
+        return ",".join(range_parts(frames))
     if last < first:
         raise PluginError(f"the input's frame range {first}-{last} is empty")
     return f"{first}-{last}"
 
 
 # ------------------------------------------------------------------------------------ sequence paths
-
-# The frame-number tokens the engine and Nuke both understand: ####, %04d, $F4, @@@@.
-_TOKEN = re.compile(r"(?P<hash>#+)|(?P<at>@+)|%(?P<printf>0?\d+)?d|\$\{F(?P<braced>\d*)\}|\$F(?P<houdini>\d*)")
-
-
-def has_frame_token(pattern: str) -> bool:
-    return bool(_TOKEN.search(os.path.basename(pattern)))
-
-
-def frame_path(pattern: str, frame: int) -> str:
-    """The file of ``frame`` in a sequence pattern, as the engine will name it."""
-    folder, name = os.path.split(pattern)
-    m = _TOKEN.search(name)
-    if not m:
-        raise PluginError(f"{pattern}: no frame number in the file name; use ####, %04d or $F4")
-    return os.path.join(folder, name[: m.start()] + _frame_number(frame, _token_width(m)) + name[m.end() :])
-
-
-def _frame_number(frame: int, width: int) -> str:
-    number = str(abs(frame)).zfill(width)
-    return "-" + number if frame < 0 else number
-
-
-def _token_width(match: re.Match) -> int:
-    if match.group("hash") or match.group("at"):
-        return len(match.group("hash") or match.group("at"))
-    digits = match.group("printf") or match.group("braced") or match.group("houdini") or ""
-    return int(digits) if digits else 1
 
 
 def file_knob_pattern(raw: str, evaluated: str, frame: int) -> str:
@@ -228,11 +186,15 @@ def file_knob_pattern(raw: str, evaluated: str, frame: int) -> str:
     An evaluation that kept a token (Nuke's ``%04d`` notation) and a path without one are returned as they are.
     """
     name = os.path.basename(raw)
-    m = _TOKEN.search(name)
-    if m is None or has_frame_token(evaluated):
+    try:
+        parts = split_pattern(name)
+    except InputError as exc:
+        raise PluginError(str(exc)) from None
+    if parts is None or has_frame_token(evaluated):
         return evaluated
-    number = _frame_number(frame, _token_width(m))
-    after = name[m.end() :]
+    number = frame_digits(frame, parts.padding)
+    after = parts.suffix
+    typed = name[len(parts.prefix) : len(name) - len(after)]  # the token as typed
     head, tail = os.path.split(evaluated)
     if "[" not in after and tail.endswith(number + after):
         at = len(tail) - len(number + after)
@@ -242,7 +204,7 @@ def file_knob_pattern(raw: str, evaluated: str, frame: int) -> str:
         raise PluginError(
             f"{raw!r} evaluates to {evaluated!r} at frame {frame}, without the frame number {number} in its file name"
         )
-    return os.path.join(head, tail[:at] + m.group(0) + tail[at + len(number) :])
+    return os.path.join(head, tail[:at] + typed + tail[at + len(number) :])
 
 
 def file_knob_value(raw: str, evaluate_at: Callable[[int], str], frame: int) -> str:
@@ -266,7 +228,7 @@ def file_knob_value(raw: str, evaluate_at: Callable[[int], str], frame: int) -> 
 
 def existing_outputs(pattern: str, frames: Iterable[int]) -> list[int]:
     """Frames of the output that are already on disk: the engine refuses them unless told to overwrite."""
-    return [f for f in frames if os.path.exists(frame_path(pattern, f))]
+    return [f for f in frames if os.path.exists(format_frame(pattern, f))]
 
 
 def slash(path: str) -> str:
@@ -312,9 +274,7 @@ def output_pattern(knob: str, script_path: str, node_name: str, env: Mapping[str
         path = slash(os.path.join(script_folder(script_path), "rvm", name, f"{name}.####.exr"))
     if not has_frame_token(path):
         raise PluginError(f"output {path!r}: put a frame number in the file name, e.g. matte.####.exr")
-    if not path.lower().endswith(".exr"):
-        raise PluginError(f"output {path!r}: the matte is written as OpenEXR; end the name with .exr")
-    return path
+    return path  # its name (.exr) is the Job's to check
 
 
 def precomp_pattern(output: str, node_name: str) -> str:
@@ -460,15 +420,6 @@ def resolve_ocio_config(root: Mapping[str, Any], env: Mapping[str, str] | None =
 # ------------------------------------------------------------------------------------------- sources
 
 
-# The engine's video containers (rvm_vfx.sequence.VIDEO_EXTENSIONS); anything else Nuke reads as a movie
-# is precomped.
-VIDEO_EXTENSIONS = (".mov", ".mp4", ".mkv", ".avi", ".webm", ".m4v")
-
-
-def is_video(path: str) -> bool:
-    return path.lower().endswith(VIDEO_EXTENSIONS)
-
-
 @dataclass
 class Source:
     """What the engine reads: a plain Read's own files, or the precomp of whatever else is upstream."""
@@ -563,12 +514,6 @@ def precomp_write_knobs(source: Source) -> list[tuple[str, Any]]:
 # ----------------------------------------------------------------------------------------------- jobs
 
 
-def engine_cache_dir(env: Mapping[str, str]) -> str:
-    """The engine's per-user cache (same rule as ``rvm_vfx.weights.cache_dir``)."""
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "rvm-vfx")
-
-
 def checkpoint_value(
     knob: str, encoder: str, script_path: str, env: Mapping[str, str], farm: bool = False
 ) -> str | None:
@@ -579,18 +524,11 @@ def checkpoint_value(
     if knob:
         path = absolute(knob, script_path, env)
         return os.path.basename(path) if farm else path
-    if encoder == "mobilenetv3":
+    if encoder == DEFAULT_ENCODER:
         return None
-    name = OFFICIAL_CHECKPOINTS[encoder]
-    return name if farm else slash(os.path.join(engine_cache_dir(env), name))
-
-
-def downsample_value(auto: bool, ratio: float) -> Any:
-    if auto:
-        return "auto"
-    if not (0.0 < float(ratio) <= 1.0):
-        raise PluginError(f"downsample ratio must be in (0, 1], got {ratio}")
-    return float(ratio)
+    if farm:
+        return OFFICIAL_CHECKPOINTS[encoder]
+    return slash(official_checkpoint_path(encoder, env))
 
 
 def build_job(
@@ -606,40 +544,38 @@ def build_job(
     env: Mapping[str, str] | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Knob values and the input as a Job dict: every field of ``rvm_vfx.job.Job``, by name."""
+    """Knob values and the input as the engine's Job, as the dict a job file or a ticket holds.
+
+    The Job is the vendored contract's, so every rule the engine applies (frame ranges, the ranges of
+    numbers, the allowed values) is applied here, and a bad knob fails now with the engine's own message,
+    not later on the farm. Fields the node has no knob for keep the engine's defaults.
+    """
     env = os.environ if env is None else env
     s = normalise_settings(settings)
-    if s["preroll"] < 0:
-        raise PluginError(f"pre-roll must be 0 or more, got {s['preroll']}")
-    output = output_pattern(s["output"], script_path, node_name, env)
-    colorspace = source.colorspace
     meta = {"host": "nuke", "nuke_node": node_name, "nuke_script": slash(script_path or "")}
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    return {
-        "input": source.input,
-        "output": output,
-        "frames": frames_text(s["frame_range"], source.first, source.last),
-        "layer": None,
-        "start_frame": int(source.start_frame),
-        "missing": "error",
-        "checkpoint": checkpoint_value(s["checkpoint"], s["encoder"], script_path, env, farm=farm),
-        "downsample": downsample_value(s["downsample_auto"], s["downsample"]),
-        "device": s["device"],
-        "precision": s["precision"],
-        "ocio_config": ocio_config,
-        "input_colorspace": colorspace,
-        "output_colorspace": None,
-        "compression": "zip",
-        "output_mode": OUTPUT_MODES[s["output_mode"]],
-        "alpha_output": None,
-        "fg_output": None,
-        "preroll": s["preroll"],
-        "overwrite": bool(overwrite),
-        "snapshot_every": 0,
-        "name": name or node_name,
-        "priority": int(s["farm_priority"]) if farm else 0,
-        "metadata": meta,
-    }
+    try:
+        job = Job(
+            input=source.input,
+            output=output_pattern(s["output"], script_path, node_name, env),
+            frames=frames_text(s["frame_range"], source.first, source.last),
+            start_frame=int(source.start_frame),
+            checkpoint=checkpoint_value(s["checkpoint"], s["encoder"], script_path, env, farm=farm),
+            downsample="auto" if s["downsample_auto"] else s["downsample"],
+            device=s["device"],
+            precision=s["precision"],
+            ocio_config=ocio_config,
+            input_colorspace=source.colorspace,
+            output_mode=OUTPUT_MODES[s["output_mode"]],
+            preroll=s["preroll"],
+            overwrite=bool(overwrite),
+            name=name or node_name,
+            priority=int(s["farm_priority"]) if farm else 0,
+            metadata=meta,
+        )
+    except InputError as exc:
+        raise PluginError(str(exc)) from None
+    return job.to_dict()
 
 
 def matte_read_knobs(job: Mapping[str, Any], read_colorspace: str, farm: bool = False) -> list[tuple[str, Any]]:
@@ -649,18 +585,14 @@ def matte_read_knobs(job: Mapping[str, Any], read_colorspace: str, farm: bool = 
     until Reload finds them all (``reload_read_knobs``).
     """
     first, last = frame_bounds(job["frames"])
-    premultiplied = job["output_mode"] == "premultiplied"
-    return [
-        ("file", job["output"]),
-        ("first", first),
-        ("last", last),
-        ("origfirst", first),
-        ("origlast", last),
-        ("colorspace", job.get("output_colorspace") or read_colorspace),
-        ("premultiplied", premultiplied),
-        ("raw", False),
-        ("on_error", "black" if farm else "error"),
-    ]
+    if job["output_mode"] == "alpha":
+        # The engine tags an alpha-only EXR as data (the config's data role, else Raw): no conversion may touch it.
+        look = [("premultiplied", False), ("raw", True)]
+    else:
+        colorspace = job.get("output_colorspace") or read_colorspace
+        look = [("colorspace", colorspace), ("premultiplied", True), ("raw", False)]
+    span = [("first", first), ("last", last), ("origfirst", first), ("origlast", last)]
+    return [("file", job["output"]), *span, *look, ("on_error", "black" if farm else "error")]
 
 
 def reload_read_knobs(knobs: Iterable[tuple[str, Any]], landed: int, total: int) -> list[tuple[str, Any]]:

@@ -20,6 +20,7 @@ from typing import Any
 import nuke
 
 from . import engine, jobs
+from ._spec import Event, parse_frames
 
 NODE_NAME = "RVMMatte1"
 TAB_NAME = "rvm_matte"
@@ -313,7 +314,7 @@ def make_plan(group: Any, *, farm: bool = False, name: str | None = None) -> Pla
 
 def confirm_overwrite(job: dict[str, Any]) -> bool:
     """Ask before replacing frames; the engine itself never overwrites without being told to."""
-    existing = jobs.existing_outputs(job["output"], jobs.expand_frames(job["frames"]))
+    existing = jobs.existing_outputs(job["output"], parse_frames(job["frames"]))
     if existing and not nuke.ask(
         f"{len(existing)} frame(s) of\n{job['output']}\nexist already (first: {existing[0]}). Replace them?"
     ):
@@ -434,7 +435,7 @@ class _Progress:
         self.task.setMessage("starting")
         self.stop = stop
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: Event) -> None:
         percent = engine.progress_percent(event)
         if percent is not None:
             self.task.setProgress(percent)
@@ -636,7 +637,7 @@ def reload_matte(group: Any) -> int:
     state = json.loads(str(_knob(group, STATE_KNOB, "") or "{}"))
     if not state.get("read"):
         raise jobs.PluginError("Nothing to reload yet: render the matte or send it to the farm first.")
-    frames = jobs.expand_frames(state["frames"])
+    frames = parse_frames(state["frames"])
     landed = len(jobs.existing_outputs(state["output"], frames))
     apply_read_knobs(group, jobs.reload_read_knobs(state["read"], landed, len(frames)))
     label = f"farm job {state['job_id']}: " if state.get("job_id") else ""

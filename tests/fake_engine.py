@@ -1,0 +1,115 @@
+"""A stand-in for ``python -m rvm_vfx render JOB --progress json`` with scripted behaviours, for the plugins' tests.
+
+Run as ``python fake_engine.py MODE render JOB.json --progress json``. It speaks the engine's protocol
+through the contract itself (``rvm_vfx.spec``: its events are built with ``event()`` and written by
+``EventWriter``, its exit codes are ``exits``'), so a change to the protocol breaks the fake as it would
+break the engine, and the plugins' tests see it. It reads the job's frame range and names its frames and
+their temporary files with the contract's functions too, the way the engine does (hidden temporary name,
+then rename), so a plugin's handling of success, errors, crashes and cancels can be tested without torch.
+Modes:
+
+* ``ok``: every frame, with a stray print and a warning mixed in; exit 0.
+* ``error``: an InputError event; exit 2.
+* ``crash``: a Python traceback on stderr, no event; exit 1.
+* ``wait``: the first frame, then waits for SIGTERM, reports ``cancelled`` and exits 1 (the real
+  engine's behaviour: finish the frame in flight, stop).
+* ``stubborn``: ignores SIGTERM; leaves a half-written temporary frame and never ends (must be killed).
+
+``python fake_engine.py MODE --version`` answers like the engine (``rvm-vfx 0.1.0``), as the plugins'
+check that an engine is usable expects. Each run writes its pid to ``fake-engine.pid`` beside the output,
+so a test can make sure that no fake outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+from rvm_vfx.spec import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EventWriter, InputError, format_frame, parse_frames
+from rvm_vfx.spec.names import temporary_frame_path
+from rvm_vfx.spec.progress import CANCELLED, DONE, PROGRESS, START, WARNING, error_event, event
+
+#: The temporary name's random part, fixed so that a test can name the file a killed fake leaves behind.
+TOKEN = "0123abcd"
+PID_FILE = "fake-engine.pid"
+
+send = EventWriter(sys.stdout)
+
+
+def temporary(path: str) -> str:
+    return temporary_frame_path(path, token=TOKEN)
+
+
+def write_frame(path: str) -> None:
+    tmp = temporary(path)
+    with open(tmp, "wb") as fh:
+        fh.write(b"frame")
+    os.replace(tmp, path)
+
+
+def stop_requested() -> bool:
+    """Whether a SIGTERM is waiting (it is blocked, so it waits until asked for: no handler, no race)."""
+    return signal.SIGTERM in signal.sigpending()
+
+
+def main() -> int:
+    if sys.argv[2:] == ["--version"]:
+        print("rvm-vfx 0.1.0")
+        return EXIT_OK
+    mode, _render, job_path = sys.argv[1:4]
+    with open(job_path, encoding="utf-8") as fh:
+        job = json.load(fh)
+    frames = parse_frames(job["frames"])
+    output = job["output"]
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(os.path.join(os.path.dirname(output), PID_FILE), "w") as fh:
+        fh.write(str(os.getpid()))
+
+    if mode == "error":
+        send(error_event(InputError(f"{job['input']}: missing frames 1002-1003")))
+        return EXIT_BAD_INPUT
+    if mode == "crash":
+        sys.stderr.write(
+            'Traceback (most recent call last):\n  File "<string>", line 1, in <module>\n'
+            "ModuleNotFoundError: No module named 'torch'\n"
+        )
+        return EXIT_FAILED
+
+    # SIGTERM is held back and looked at between frames, as the engine finishes the frame in flight; the
+    # stubborn fake ignores it (not blocked: Linux keeps a blocked signal pending even when it is ignored).
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    stopped = False
+    total = len(frames)
+    send(event(START, total=total, output=output, first=frames[0], last=frames[-1]))
+    print("a stray print from a library", flush=True)
+    done = 0
+    for frame in frames:
+        if stopped or stop_requested():
+            send(event(CANCELLED, done=done, total=total, stopped=True))
+            return EXIT_FAILED
+        path = format_frame(output, frame)
+        if mode == "stubborn" and done == 1:
+            with open(temporary(path), "wb") as fh:
+                fh.write(b"half a fr")
+            while True:
+                signal.pause()
+        write_frame(path)
+        done += 1
+        send(event(PROGRESS, frame=frame, done=done, total=total, fps=2.5, eta_s=(total - done) / 2.5))
+        if mode == "ok" and done == 1:
+            send(event(WARNING, message="3 NaN/Inf plate values were replaced with 0"))
+        if mode == "wait" and done == 1:
+            signal.sigwait({signal.SIGTERM})
+            stopped = True
+    outputs = [format_frame(output, f) for f in frames]
+    send(event(DONE, done=done, total=total, outputs=outputs, elapsed_s=0.1))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
