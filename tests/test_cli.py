@@ -712,31 +712,20 @@ def test_matte_compression_is_checked_by_the_job_with_its_message(capsys) -> Non
 
 
 def _version_1_job(checkpoint: str) -> dict:
-    """A job file as plugins wrote them before schema versions: every field of the time, no ``schema_version``."""
+    """A job file as plugins wrote them before schema versions (every field of the time), for this plate."""
+    from .test_spec_job import version_1_ticket
+
     return {
+        **version_1_ticket(),
         "input": "plate/plate.####.png",
         "output": "renders/m.####.exr",
         "frames": "1001-1002",
-        "layer": None,
-        "start_frame": 1,
-        "missing": "error",
         "checkpoint": checkpoint,
-        "downsample": "auto",
         "device": "cpu",
-        "precision": "fp32",
         "ocio_config": None,
         "input_colorspace": None,
-        "output_colorspace": None,
-        "compression": "zip",
-        "output_mode": "premultiplied",
         "alpha_output": "renders/a.####.exr",
-        "fg_output": None,
         "preroll": 1,
-        "overwrite": False,
-        "snapshot_every": 0,
-        "name": "sh010",
-        "priority": 0,
-        "metadata": {"host": "nuke"},
     }
 
 

@@ -23,6 +23,7 @@ from rvm_vfx.errors import InputError
 from rvm_vfx.job import Job
 
 from .plates import write_sequence
+from .test_spec_job import version_1_ticket
 from .test_worker_helpers import make_models_dir, make_plate, plate_frames
 
 # --------------------------------------------------------------------------- settings
@@ -271,29 +272,7 @@ def test_bad_ticket_is_refused_with_its_reason(farm: dict[str, Path], name: str)
 
 def test_a_version_1_ticket_is_upgraded_with_every_value_kept(farm: dict[str, Path]) -> None:
     # A ticket as plugins wrote them before schema versions: no schema_version, every field of the time.
-    old = {
-        **GOOD,
-        "frames": "1001-1002",
-        "layer": None,
-        "start_frame": 1,
-        "missing": "hold",
-        "downsample": 0.5,
-        "device": "cpu",
-        "precision": "fp32",
-        "ocio_config": "ocio://cg-config-v2.1.0_aces-v1.3_ocio-v2.3",
-        "input_colorspace": "sRGB - Texture",
-        "output_colorspace": None,
-        "compression": "piz",
-        "output_mode": "premultiplied",
-        "alpha_output": "shot/a.####.exr",
-        "fg_output": None,
-        "preroll": 2,
-        "overwrite": False,
-        "snapshot_every": 5,
-        "name": "sh010",
-        "priority": 4,
-        "metadata": {"host": "nuke"},
-    }
+    old = {**version_1_ticket(), **GOOD, "frames": "1001-1002", "alpha_output": "shot/a.####.exr", "snapshot_every": 5}
     job = _load(farm, old).job
     assert job.schema_version == 2
     placed = {"input", "output", "alpha_output", "checkpoint"}  # made absolute inside the roots

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from .conftest import ROOT
+from .test_spec_job import version_1_ticket
 from .test_worker_helpers import (
     WorkerProcess,
     drop_ticket,
@@ -81,29 +82,14 @@ def test_a_version_1_ticket_renders_upgraded(farm: dict) -> None:
     root, worker = farm["root"], farm["worker"]
     # Exactly what a plugin wrote before schema versions: every field of the time, no schema_version.
     old = {
+        **version_1_ticket(),
         "input": "shot010/plate.####.png",
         "output": "v1/matte.####.exr",
         "frames": "1001-1002",
-        "layer": None,
-        "start_frame": 1,
-        "missing": "error",
-        "checkpoint": None,
-        "downsample": "auto",
         "device": "cpu",
-        "precision": "fp32",
         "ocio_config": None,
         "input_colorspace": None,
-        "output_colorspace": None,
-        "compression": "zip",
-        "output_mode": "premultiplied",
-        "alpha_output": None,
-        "fg_output": None,
-        "preroll": 0,
-        "overwrite": False,
-        "snapshot_every": 0,
         "name": "v1",
-        "priority": 0,
-        "metadata": {},
     }
     drop_ticket(root, "v1", old)
     job = wait_for_job(root, "v1", procs=(worker,))
