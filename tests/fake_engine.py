@@ -1,6 +1,8 @@
 """A stand-in for ``python -m rvm_vfx render JOB --progress json`` with scripted behaviours, for the plugins' tests.
 
-Run as ``python fake_engine.py MODE render JOB.json --progress json``. It speaks the engine's protocol
+Run as ``python fake_engine.py MODE render JOB.json --progress json``; whatever stands between the mode
+and ``render`` is ignored, so a wrapper named like an engine Python (``exec python fake_engine.py MODE "$@"``)
+can be started as ``<python> -m rvm_vfx render JOB.json --progress json``. It speaks the engine's protocol
 through the contract itself (``rvm_vfx.spec``: its events are built with ``event()`` and written by
 ``EventWriter``, its exit codes are ``exits``'), so a change to the protocol breaks the fake as it would
 break the engine, and the plugins' tests see it. It reads the job's frame range and names its frames and
@@ -55,10 +57,11 @@ def stop_requested() -> bool:
 
 
 def main() -> int:
-    if sys.argv[2:] == ["--version"]:
+    mode, arguments = sys.argv[1], sys.argv[2:]
+    if arguments[-1:] == ["--version"]:
         print("rvm-vfx 0.1.0")
         return EXIT_OK
-    mode, _render, job_path = sys.argv[1:4]
+    job_path = arguments[arguments.index("render") + 1]
     with open(job_path, encoding="utf-8") as fh:
         job = json.load(fh)
     frames = parse_frames(job["frames"])
