@@ -23,7 +23,7 @@ from .errors import InputError
 from .spec.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, exit_code
 from .spec.fields import JobField
 from .spec.job import FIELDS
-from .spec.progress import CANCELLED, DONE, EventWriter, error_event, event
+from .spec.progress import CANCELLED, DONE, PROGRESS, START, WARNING, EventWriter, error_event, event
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "build_parser", "exit_code", "main"]
 
@@ -42,13 +42,13 @@ class BarProgress:
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if kind == "start":
+        if kind == START:
             self.bar = self._tqdm(total=event["total"], initial=0, unit="frame", dynamic_ncols=True, file=sys.stderr)
-        elif kind == "progress" and self.bar is not None:
+        elif kind == PROGRESS and self.bar is not None:
             self.bar.n = event["done"]
             self.bar.set_postfix_str(f"frame {event['frame']}", refresh=False)
             self.bar.refresh()
-        elif kind == "warning":
+        elif kind == WARNING:
             (self.bar.write if self.bar else print)(f"warning: {event['message']}", file=sys.stderr)
 
     def close(self) -> None:
