@@ -133,15 +133,10 @@ def blender_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def host_names(blender_run: dict) -> dict[str, str]:
-    """Names that differ by Blender version: 5.0 made the compositor a node group and named Alpha Over's inputs.
-
-    ``default_node``: what Blender puts in a new compositor besides the output (4.x: a Render Layers node).
-    """
+    """Names that differ by Blender version: 5.0 made the compositor a node group and named Alpha Over's inputs."""
     if int(blender_run["blender"].split(".")[0]) >= 5:
-        return {"output": "Group Output", "output_type": "NodeGroupOutput", "foreground": "Foreground",
-                "default_node": ""}  # fmt: skip
-    return {"output": "Composite", "output_type": "CompositorNodeComposite", "foreground": "Image",
-            "default_node": "CompositorNodeRLayers"}  # fmt: skip
+        return {"output": "Group Output", "output_type": "NodeGroupOutput", "foreground": "Foreground"}
+    return {"output": "Composite", "output_type": "CompositorNodeComposite", "foreground": "Image"}
 
 
 def test_runs_in_the_blender_of_its_venv(blender_run: dict) -> None:
@@ -218,8 +213,7 @@ def test_compositor_wired_to_the_output(blender_run: dict) -> None:
     )
     types = sorted(n["type"] for n in set_alpha["nodes"])
     # Two runs, one plate node (found again from its file path), one matte node, one mix node.
-    made = ["CompositorNodeImage", "CompositorNodeImage", "CompositorNodeSetAlpha", output_type, names["default_node"]]
-    assert types == sorted(filter(None, made))
+    assert types == sorted(["CompositorNodeImage", "CompositorNodeImage", "CompositorNodeSetAlpha", output_type])
 
 
 def _matte_frame(blender_run: dict) -> np.ndarray:

@@ -76,6 +76,10 @@ def setup_scene(plate_first: str, frames: int, first_frame: int) -> Any:
     image.colorspace_settings.name = "sRGB"
     module = sys.modules[MODULE + ".compositor"]
     tree = module.compositor_tree(scene)
+    # Blender 4.x starts a compositor with Render Layers (which makes every render draw the 3D scene too,
+    # a minute a frame here with no GPU) and, from 4.5, a Viewer; this scene only composites plates.
+    for node in [n for n in tree.nodes if n.bl_idname not in ("CompositorNodeComposite", "NodeGroupOutput")]:
+        tree.nodes.remove(node)
     node = module.add_plate_node(tree, image)
     node.name = "Plate"
     # What Blender's file browser sets when a sequence numbered from 1001 is opened in the node.
