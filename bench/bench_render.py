@@ -82,7 +82,7 @@ def stage_costs(
     wall time is the figure to hold the CPU stages against.
     """
     from rvm_vfx.color import ColorPipeline
-    from rvm_vfx.imageio import read_image, write_exr
+    from rvm_vfx.frame_io import read_image, write_exr
     from rvm_vfx.session import MattingSession
 
     color = ColorPipeline()
@@ -125,7 +125,7 @@ def bench_hd(
 ) -> dict[str, object]:
     from rvm_vfx.allocator import retain_freed_memory
     from rvm_vfx.color import ColorPipeline
-    from rvm_vfx.imageio import read_image
+    from rvm_vfx.frame_io import read_image
     from rvm_vfx.job import Job
     from rvm_vfx.render import render
     from rvm_vfx.session import MattingSession

@@ -23,7 +23,7 @@ import torch
 
 from .color import ColorPipeline
 from .errors import ImageReadError
-from .imageio import Plate
+from .frame_io import Plate
 from .job import Job
 from .model import MattingNetwork
 from .render_outputs import FrameWriter

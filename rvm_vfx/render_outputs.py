@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .color import ColorPipeline
 from .errors import InputError, OutputError
-from .imageio import Plate, write_exr
+from .frame_io import Plate, write_exr
 from .job import Job
 from .model import MattingNetwork
 from .sequence import FrameSource

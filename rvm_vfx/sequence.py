@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from rvm_vfx.errors import ImageReadError, InputError, MissingFramesError
-from rvm_vfx.imageio import ImageHeader, Plate, read_image, timing_attributes
+from rvm_vfx.frame_io import ImageHeader, Plate, read_image, timing_attributes
 from rvm_vfx.spec.frames import (
     FramePattern,
     format_frame,

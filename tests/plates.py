@@ -24,7 +24,11 @@ def _resized(path: str, width: int, height: int) -> np.ndarray:
 
 
 def portrait_clip(
-    frames: int, width: int = 256, height: int = 144, step: int = 3, portrait: str = PORTRAIT,
+    frames: int,
+    width: int = 256,
+    height: int = 144,
+    step: int = 3,
+    portrait: str = PORTRAIT,
     background: str = BACKGROUND,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(composites, alphas): sRGB-encoded float frames of the portrait sliding ``step`` px a frame."""
@@ -58,8 +62,9 @@ def write_image(path: Path, pixels: np.ndarray, fmt: str = "uint8", **attributes
     return path
 
 
-def write_sequence(folder: Path, name: str, frames: list[np.ndarray], first: int = 1001, ext: str = "png",
-                   fmt: str = "uint8") -> str:
+def write_sequence(
+    folder: Path, name: str, frames: list[np.ndarray], first: int = 1001, ext: str = "png", fmt: str = "uint8"
+) -> str:
     """Write ``name.####.ext`` frames; returns the pattern."""
     for i, pixels in enumerate(frames):
         write_image(folder / f"{name}.{first + i:04d}.{ext}", pixels, fmt)

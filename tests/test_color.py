@@ -172,9 +172,7 @@ def test_acescg_to_model_matches_independent_computation(pipeline: ColorPipeline
 
 
 def test_to_model_clips_and_reports_exact_fraction(pipeline: ColorPipeline) -> None:
-    values = np.array(
-        [[[-0.5, 0.2, 1.5], [1.0, 0.0, 2.0]], [[0.3, 0.4, 0.5], [0.6, 0.7, 1.0000001]]], np.float32
-    )
+    values = np.array([[[-0.5, 0.2, 1.5], [1.0, 0.0, 2.0]], [[0.3, 0.4, 0.5], [0.6, 0.7, 1.0000001]]], np.float32)
     model, clipped = pipeline.to_model(values, pipeline.model_space)
     assert clipped == 4 / 12
     expected = values.copy()
@@ -221,8 +219,7 @@ def test_unknown_space_message_suggests_close_names(pipeline: ColorPipeline) -> 
     with pytest.raises(ColorSpaceError) as info:
         pipeline.resolve_input_space("ACEScgg", None, True)
     assert str(info.value) == (
-        "unknown colour space 'ACEScgg' (input_colorspace); "
-        "did you mean: 'ACEScg', 'ACEScc', 'aces', 'ACEScct'?"
+        "unknown colour space 'ACEScgg' (input_colorspace); did you mean: 'ACEScg', 'ACEScc', 'aces', 'ACEScct'?"
     )
     assert isinstance(info.value, InputError)
 

@@ -206,10 +206,10 @@ def test_first_frame_failing_leaves_no_output_folder(tmp_path: Path) -> None:
 def test_disk_full_fails_with_the_cause_and_leaves_no_partial_frame(tmp_path: Path, monkeypatch) -> None:
     import errno
 
-    from rvm_vfx import imageio
+    from rvm_vfx import frame_io
 
     pattern = _plate(tmp_path, 3)
-    real = imageio._write_exr_file
+    real = frame_io._write_exr_file
     calls = {"n": 0}
 
     def full_disk(path: str, spec, pixels) -> None:
@@ -220,7 +220,7 @@ def test_disk_full_fails_with_the_cause_and_leaves_no_partial_frame(tmp_path: Pa
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, spec, pixels)
 
-    monkeypatch.setattr(imageio, "_write_exr_file", full_disk)
+    monkeypatch.setattr(frame_io, "_write_exr_file", full_disk)
     out = tmp_path / "o"
     with pytest.raises(
         OutputError, match=re.escape(f"{out / 'm.1002.exr'}: cannot write EXR: [Errno 28] No space left")

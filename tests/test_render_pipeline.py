@@ -11,7 +11,7 @@ import torch
 
 from rvm_vfx import frame_pipeline
 from rvm_vfx.color import ColorPipeline
-from rvm_vfx.imageio import read_image
+from rvm_vfx.frame_io import read_image
 from rvm_vfx.job import Job
 from rvm_vfx.render import LARGE_FRAME_PIXELS, IOPlan, io_plan, render
 from rvm_vfx.session import MattingSession

@@ -416,9 +416,7 @@ def test_mkv_without_stored_frame_count(tmp_path: Path) -> None:
         stream.width, stream.height, stream.pix_fmt = 64, 48, "bgr0"
         for level in levels:
             image = np.full((48, 64, 3), level, np.uint8)
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="bgr0")
-            ):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="bgr0")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

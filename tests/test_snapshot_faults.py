@@ -18,7 +18,7 @@ import pytest
 
 from rvm_vfx.cli import main
 from rvm_vfx.errors import OutputError
-from rvm_vfx.imageio import ImageHeader, write_exr
+from rvm_vfx.frame_io import ImageHeader, write_exr
 from rvm_vfx.render import frame_is_whole
 
 from .conftest import TFJS_MODEL

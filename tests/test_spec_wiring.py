@@ -64,10 +64,10 @@ def test_sequence_reads_frames_and_extensions_through_the_contract() -> None:
 
 
 def test_write_exr_takes_the_jobs_compressions() -> None:
-    from rvm_vfx import imageio
+    from rvm_vfx import frame_io
 
-    assert imageio.EXR_COMPRESSIONS is job.COMPRESSIONS
-    # write_exr's temporary name is tested in test_imageio: it is written, renamed, and parsed back as the spec's.
+    assert frame_io.EXR_COMPRESSIONS is job.COMPRESSIONS
+    # write_exr's temporary name is tested in test_frame_io: it is written, renamed, and parsed back as the spec's.
 
 
 def test_the_weights_cache_and_official_names_are_the_contracts(tmp_path: Path, monkeypatch) -> None:

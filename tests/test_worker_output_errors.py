@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import rvm_vfx.imageio
+import rvm_vfx.frame_io
 from render_worker.config import build_config
 from render_worker.worker import Worker
 from rvm_vfx.render import frame_is_whole
@@ -68,7 +68,7 @@ def _assert_no_half_frames(folder: Path) -> list[str]:
 def test_injected_disk_full_fails_the_job_and_leaves_whole_frames_only(
     farm: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = rvm_vfx.imageio._write_exr_file
+    real_write = rvm_vfx.frame_io._write_exr_file
     calls = {"n": 0}
 
     def filling_disk(path: str, spec: object, pixels: object) -> None:
@@ -79,7 +79,7 @@ def test_injected_disk_full_fails_the_job_and_leaves_whole_frames_only(
             handle.write(b"v/1\x01" + b"\0" * 100)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-    monkeypatch.setattr(rvm_vfx.imageio, "_write_exr_file", filling_disk)
+    monkeypatch.setattr(rvm_vfx.frame_io, "_write_exr_file", filling_disk)
     worker = _in_process_worker(farm)
     drop_ticket(farm["root"], "full", {"input": "shot/plate.####.png", "output": "full/m.####.exr", "device": "cpu"})
     with torch_threads(1):

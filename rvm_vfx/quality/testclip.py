@@ -439,7 +439,7 @@ class ClipWriter:
                 self._write_exr(self.path(layer, index), pixels)
 
     def _write_exr(self, path: Path, codes: np.ndarray) -> None:
-        from rvm_vfx.imageio import ImageHeader, write_exr
+        from rvm_vfx.frame_io import ImageHeader, write_exr
 
         assert self._pipeline is not None
         values = codes.astype(np.float32) / np.float32(255.0)

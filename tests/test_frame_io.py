@@ -15,9 +15,9 @@ import OpenEXR
 import OpenImageIO as oiio
 import pytest
 
-from rvm_vfx import imageio
+from rvm_vfx import frame_io
 from rvm_vfx.errors import ImageReadError, InputError, OutputError
-from rvm_vfx.imageio import EXR_COMPRESSIONS, ImageHeader, read_image, write_exr
+from rvm_vfx.frame_io import EXR_COMPRESSIONS, ImageHeader, read_image, write_exr
 from rvm_vfx.spec import names
 
 H, W = 12, 16
@@ -203,8 +203,7 @@ def test_grey_plus_alpha_uses_grey_and_warns(tmp_path: Path) -> None:
     plate = read_image(_write(tmp_path / "ya.exr", pixels, "half", channels=("Y", "A")))
     np.testing.assert_allclose(plate.rgb, 0.4, atol=1e-3)  # 0.4 stored as half: 0.39990
     assert plate.warnings == [
-        "2-channel image (Y, A): RGB made from Y; alpha channel ignored, "
-        "the matte is computed from the picture"
+        "2-channel image (Y, A): RGB made from Y; alpha channel ignored, the matte is computed from the picture"
     ]
 
 
@@ -249,9 +248,7 @@ def test_channels_are_found_by_name_not_position(tmp_path: Path) -> None:
     assert beauty.warnings == ["alpha channel 'A' ignored: the matte is computed from RGB"]
 
     diffuse = read_image(path, layer="diffuse")
-    np.testing.assert_allclose(
-        diffuse.rgb[3, 5], [values["diffuse.R"], values["diffuse.G"], values["diffuse.B"]]
-    )
+    np.testing.assert_allclose(diffuse.rgb[3, 5], [values["diffuse.R"], values["diffuse.G"], values["diffuse.B"]])
     assert diffuse.warnings == []
 
     specular = read_image(path, layer="specular")
@@ -271,9 +268,7 @@ def test_file_without_plain_rgb_needs_a_layer(tmp_path: Path) -> None:
     path = _write(tmp_path / "aov.exr", _constant(0.1, 0.2, 0.3), "half", channels=names)
     with pytest.raises(ImageReadError) as caught:
         read_image(path)
-    assert str(caught.value) == (
-        f"{path}: no default (unprefixed R, G, B) channels; layers in the file: diffuse"
-    )
+    assert str(caught.value) == (f"{path}: no default (unprefixed R, G, B) channels; layers in the file: diffuse")
     np.testing.assert_allclose(read_image(path, "diffuse").rgb[0, 0], [0.1, 0.2, 0.3], atol=1e-3)  # as half
 
 
@@ -510,7 +505,7 @@ def test_disk_full_leaves_no_temporary_and_keeps_the_old_frame(tmp_path: Path, m
             handle.write(b"\x76\x2f\x31\x01 half a frame")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(imageio, "_write_exr_file", fill_disk)
+    monkeypatch.setattr(frame_io, "_write_exr_file", fill_disk)
     with pytest.raises(OutputError) as caught:
         write_exr(out, np.zeros((H, W, 4), np.float32), _header(), "ACEScg", {})
     assert str(caught.value) == f"{out}: cannot write EXR: [Errno 28] No space left on device"
@@ -522,7 +517,7 @@ def test_failed_rename_removes_the_temporary(tmp_path: Path, monkeypatch) -> Non
     def refuse(source: str, target: str) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), target)
 
-    monkeypatch.setattr(imageio.os, "replace", refuse)
+    monkeypatch.setattr(frame_io.os, "replace", refuse)
     out = tmp_path / "matte.exr"
     with pytest.raises(OutputError) as caught:
         write_exr(out, _rgba(), _header(), "ACEScg", {})
@@ -553,7 +548,7 @@ def test_a_frame_is_written_whole_under_the_contracts_temporary_name_then_rename
         renamed.append((src, dst))
         real_replace(src, dst)
 
-    monkeypatch.setattr(imageio.os, "replace", replace)
+    monkeypatch.setattr(frame_io.os, "replace", replace)
     target = tmp_path / "matte.1001.exr"
     write_exr(target, _rgba(), _header(), "ACEScg", {})
     ((temporary, final),) = renamed
