@@ -19,15 +19,19 @@ Modes:
 
 ``python fake_engine.py MODE --version`` answers like the engine (``rvm-vfx 0.1.0``), as the plugins'
 check that an engine is usable expects. Each run writes its pid to ``fake-engine.pid`` beside the output,
-so a test can make sure that no fake outlives it.
+so a test can make sure that no fake outlives it (``kill_fake_engines``). ``engine_python`` makes the
+wrapper named like an engine's Python that the Blender add-on starts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import stat
 import sys
+from pathlib import Path
 
 from rvm_vfx.spec import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EventWriter, InputError, format_frame, parse_frames
 from rvm_vfx.spec.names import temporary_frame_path
@@ -38,6 +42,38 @@ TOKEN = "0123abcd"
 PID_FILE = "fake-engine.pid"
 
 send = EventWriter(sys.stdout)
+
+
+# ------------------------------------------------------------------------------------ for the tests
+
+
+def engine_python(folder: Path, mode: str) -> Path:
+    """``<folder>/bin/python``: an executable that stands where an engine's Python would and runs this fake.
+
+    The Blender add-on starts ``<engine python> -m rvm_vfx render JOB --progress json``; the wrapper passes
+    those arguments on after ``mode``, which the fake ignores up to ``render``.
+    """
+    path = folder / "bin" / "python"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(__file__)} {shlex.quote(mode)} "$@"\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def kill_fake_engines(folder: Path) -> list[int]:
+    """After a test: kill any fake engine it started under ``folder`` and left running (a failed test)."""
+    killed = []
+    for pid_file in folder.rglob(PID_FILE):
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        killed.append(pid)
+    return killed
+
+
+# ------------------------------------------------------------------------------------ the fake
 
 
 def temporary(path: str) -> str:

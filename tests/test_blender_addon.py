@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +20,12 @@ import OpenImageIO as oiio
 import pytest
 
 from rvm_vfx.job import Job
+from rvm_vfx.spec import SCHEMA_VERSION
+from rvm_vfx.spec.job import DEVICES, PRECISIONS
+from rvm_vfx.spec.names import ENCODERS
 
 from .conftest import DATA, ROOT, TFJS_MODEL, require_blender_python
+from .fake_engine import engine_python, kill_fake_engines
 
 # Another Blender (bpy 4.2, 4.5...) or add-on version can be put under the same test with these.
 BLENDER_PYTHON = Path(os.environ.get("RVM_VFX_BLENDER_PYTHON", ROOT / ".venv-blender" / "bin" / "python"))
@@ -32,20 +35,6 @@ FRAMES, FIRST = 3, 1001
 WIDTH, HEIGHT = 128, 96
 RENDER_FRAME = 2  # scene frame 2 shows plate frame 1002 through the Image node's offset
 BACKGROUND = [0.2, 0.4, 0.6, 1.0]
-
-# The fake engine for the cancel case: says it started and finished one frame, then waits for SIGTERM
-# and stops the way the real engine does (a "cancelled" event, exit 1). No timing involved.
-FAKE_ENGINE = """\
-import json, signal, sys
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-def say(**event):
-    print(json.dumps(event), flush=True)
-say(event="start", total=3)
-say(event="progress", frame=1001, done=1, total=3, fps=2.0, eta_s=1.0)
-signal.sigwait({signal.SIGTERM})
-say(event="cancelled", done=1, total=3, outputs=[], stopped=True)
-sys.exit(1)
-"""
 
 
 def srgb_to_linear(v: np.ndarray) -> np.ndarray:
@@ -94,10 +83,8 @@ def blender_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # Two shots whose plates share a file name (different people), and a movie of the same name.
     shot_a = make_plate(work / "shotA", "juggle")
     shot_b = make_plate(work / "shotB", "juggle", first_portrait=FRAMES)
-    fake = work / "fake_engine" / "python"
-    fake.parent.mkdir()
-    fake.write_text(f"#!{sys.executable}\n{FAKE_ENGINE}")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    # The cancel case's engine: frame 1, then it waits for SIGTERM and stops as the engine does.
+    fake = engine_python(work / "fake_engine", "wait")
     config = {
         "addon_dir": str(ADDON),
         "work_dir": str(work),
@@ -150,6 +137,15 @@ def test_extension_registers_and_unregisters_cleanly(blender_run: dict) -> None:
     assert blender_run["registered_after_disable"] == {"operator": False, "panel": False, "scene_settings": False}
 
 
+def test_the_settings_offer_the_values_the_engine_accepts(blender_run: dict) -> None:
+    assert blender_run["enums"] == {
+        "preferences.device": list(DEVICES),
+        "scene.device": ["PREFS", *DEVICES],
+        "scene.precision": list(PRECISIONS),
+        "scene.encoder": list(ENCODERS),
+    }
+
+
 def test_missing_engine_python_is_explained(blender_run: dict) -> None:
     errors = blender_run["errors"]
     for case in (
@@ -179,6 +175,8 @@ def test_engine_error_reaches_the_artist_as_a_report(blender_run: dict) -> None:
 def test_job_written_by_the_addon_is_a_valid_engine_job(blender_run: dict) -> None:
     job_dict = blender_run["alpha_over"]["job"]
     job = Job.from_dict(job_dict)
+    assert job.to_dict() == job_dict  # every field, as the engine writes a Job
+    assert job_dict["schema_version"] == SCHEMA_VERSION
     assert job.input.endswith("plates/plate.####.png")
     assert job.frames == f"{FIRST}-{FIRST + FRAMES - 1}"
     assert job.input_colorspace == "sRGB - Texture"
@@ -304,12 +302,19 @@ def test_esc_stops_the_engine_and_reports(blender_run: dict) -> None:
     assert len(cancel["reports"]) == 1
     kind, message = cancel["reports"][0]
     assert kind == ["WARNING"]
-    assert message.startswith("RVM Matte cancelled: 1 of 3 frames were written to ")
-    assert cancel["statuses"] == [
-        "RVM Matte: starting the engine (loading the model)…  Esc to cancel",
-        "RVM Matte: 1/3 frames · frame 1001 · 2.00 fps · ETA 0:01  Esc to cancel",
+    assert message == f"RVM Matte cancelled: 1 of 3 frames were written to {cancel['folder']}"
+    assert re.search(r"/rvm_cancel/movie-[0-9a-f]{8}$", cancel["folder"]), cancel["folder"]
+    # The frame written before Esc, and nothing half-written.
+    assert [name for name in cancel["files"] if name.endswith(".exr")] == ["movie_rvm.0001.exr"]
+    statuses = cancel["statuses"]
+    assert statuses[0] == "RVM Matte: starting the engine (loading the model)…  Esc to cancel"
+    # The fake says "start" a moment before its first frame: a timer event may fall in between.
+    assert set(statuses[1:-2]) <= {"RVM Matte: 0/3 frames  Esc to cancel"}
+    assert statuses[-2:] == [
+        "RVM Matte: 1/3 frames · frame 1 · 2.50 fps · ETA 0:01  Esc to cancel",
         "RVM Matte: stopping after the current frame…",
     ]
+    assert kill_fake_engines(Path(cancel["folder"])) == []  # it ended when asked
 
 
 # ------------------------------------------------------------------------------------------ issue 11

@@ -1,49 +1,47 @@
 """The Blender add-on's host-free job building, checked against the engine's own Job and colour config.
 
-``plugins/blender/jobspec.py`` must never import bpy or rvm_vfx; these tests load it by path (not as a
-package, whose ``__init__`` needs bpy) and hold its output to ``rvm_vfx.job.Job`` and the engine's OCIO
-config, so the add-on and the engine cannot drift apart.
+``plugins/blender/jobspec.py`` must never import bpy or rvm_vfx: it builds the Job with the contract
+vendored into the add-on (``_spec``). These tests import the add-on as a package, the way Blender does
+(its ``__init__`` imports the bpy modules only in ``register()``), and hold what it builds to the
+engine's ``rvm_vfx.job.Job``, its messages and its OCIO config, so the two sides cannot drift apart.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from rvm_vfx.color import ColorPipeline
+from rvm_vfx.errors import InputError
 from rvm_vfx.job import Job
+from rvm_vfx.sequence import ImageSequence
+from rvm_vfx.spec import SCHEMA_VERSION, format_frames, parse_frames
 
+from .blender_driver import addon_package
+from .blender_driver.addon_package import PACKAGE, addon_module
 from .conftest import ROOT
 
 PLUGIN = ROOT / "plugins" / "blender"
 
-
-def load_plugin_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"rvm_blender_{name}", PLUGIN / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+jobspec = addon_module("jobspec")
+addon_spec = addon_module("_spec")
 
 
-jobspec = load_plugin_module("jobspec")
-
-
-def test_pure_python_modules_import_neither_bpy_nor_the_engine() -> None:
-    for name in ("jobspec", "engine"):
-        tree = ast.parse((PLUGIN / f"{name}.py").read_text())
-        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                    for alias in node.names}  # fmt: skip
-        imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        assert not imported & {"bpy", "rvm_vfx", "torch", "numpy", ""}, (name, imported)
+def test_host_free_modules_import_neither_bpy_nor_the_engine() -> None:
+    """What they load in an isolated Python without site-packages: the add-on and the standard library alone."""
+    script = Path(addon_package.__file__)
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(script), "jobspec", "engine"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    assert PACKAGE in loaded
+    assert not loaded & {"bpy", "rvm_vfx", "torch", "numpy", "OpenImageIO", "PyOpenColorIO"}, loaded
 
 
 # ------------------------------------------------------------------------------------------ colour
@@ -102,16 +100,19 @@ def test_display_encodings_are_refused_with_the_usable_names(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "pattern", "frame"),
+    ("path", "pattern"),
     [
-        ("/p/plate.1001.png", "/p/plate.####.png", 1001),
-        ("/p/shot_v2.0007.exr", "/p/shot_v2.####.exr", 7),
-        ("/p/render0042.tif", "/p/render####.tif", 42),
-        ("/p/a12_b034_c.dpx", "/p/a12_b###_c.dpx", 34),
+        ("/p/plate.1001.png", "/p/plate.####.png"),
+        ("/p/shot_v2.0007.exr", "/p/shot_v2.####.exr"),
+        ("/p/render0042.tif", "/p/render####.tif"),
+        ("/p/a12_b034_c.dpx", "/p/a12_b###_c.dpx"),
+        ("/p/clip.000007.exr", "/p/clip.######.exr"),
     ],
 )
-def test_sequence_pattern_replaces_blenders_frame_number(path: str, pattern: str, frame: int) -> None:
-    assert jobspec.sequence_pattern(path) == (pattern, frame)
+def test_sequence_pattern_replaces_blenders_frame_number(path: str, pattern: str) -> None:
+    sequence = jobspec.sequence_pattern(path)
+    assert sequence.hashes() == pattern
+    assert sequence.padding == pattern.count("#")
 
 
 def test_sequence_pattern_needs_a_frame_number() -> None:
@@ -120,17 +121,34 @@ def test_sequence_pattern_needs_a_frame_number() -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "numbered", "stem"),
+    ("frame_path", "pattern"),
+    [("/p/my plate#.1001.png", "/p/my plate#.####.png"), ("/p/take@2.0001.exr", "/p/take@2.####.exr")],
+)
+def test_a_second_frame_token_in_the_name_is_refused_as_the_engine_refuses_it(frame_path: str, pattern: str) -> None:
+    """Blender numbers ``my plate#.1001.png`` by its digits; the engine would read ``#`` as a frame number too."""
+    with pytest.raises(InputError) as engine:
+        ImageSequence(pattern)
+    with pytest.raises(jobspec.JobSpecError) as addon:
+        jobspec.plate_for(frame_path, "SEQUENCE")
+    assert str(addon.value) == str(engine.value)
+    assert str(addon.value).startswith(f"{pattern}: more than one frame number token (")
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "stem"),
     [
-        ("/p/plate.1001.png", True, "plate"),
-        ("/p/shot_v2.0007.exr", True, "shot_v2"),
-        ("/p/my plate#.####.png", True, "my_plate"),
-        ("/p/shot010.mov", False, "shot010"),
-        ("/p/0001.png", True, "plate"),
+        ("/p/plate.1001.png", "SEQUENCE", "plate"),
+        ("/p/shot_v2.0007.exr", "SEQUENCE", "shot_v2"),
+        ("/p/render0042.tif", "SEQUENCE", "render"),
+        ("/p/my plate.1001.png", "SEQUENCE", "my_plate"),
+        ("/p/0001.png", "SEQUENCE", "plate"),
+        ("/p/a12_b034_c.dpx", "SEQUENCE", "a12_b__c"),  # the number is not at the end: kept (as #, then _)
+        ("/p/shot010.mov", "MOVIE", "shot010"),
     ],
 )
-def test_plate_stem(path: str, numbered: bool, stem: str) -> None:
-    assert jobspec.plate_stem(path, numbered=numbered) == stem
+def test_plate_stem(path: str, kind: str, stem: str) -> None:
+    """The name of a plate's outputs; pinned, since it names the matte folders of earlier add-on versions."""
+    assert jobspec.plate_for(path, kind).stem == stem
 
 
 SHOT_A = "/shows/demo/shotA/juggle.1001.png"
@@ -225,11 +243,20 @@ def test_an_unreadable_owner_record_is_refused_naming_it(tmp_path: Path, record:
 
 def test_frames_on_disk_reads_only_the_sequences_own_numbers(tmp_path: Path) -> None:
     for name in ("plate.1001.png", "plate.1002.png", "plate.1004.png", "plate_v2.1003.png", "plate..png",
-                 "plate.10a5.png", "plate.1006.exr"):  # fmt: skip
+                 "plate.10a5.png", "plate.1006.exr", "plate.01007.png", "plate.10008.png"):  # fmt: skip
         (tmp_path / name).write_bytes(b"")
-    assert jobspec.frames_on_disk(str(tmp_path / "plate.####.png")) == [1001, 1002, 1004]
+    # plate.01007.png is not frame 1007 of a 4-digit sequence (neither Blender nor the engine reads it as one);
+    # plate.10008.png is frame 10008.
+    assert jobspec.frames_on_disk(str(tmp_path / "plate.####.png")) == [1001, 1002, 1004, 10008]
     with pytest.raises(jobspec.JobSpecError, match=r"^no frames of .*/clip\.####\.png on disk$"):
         jobspec.frames_on_disk(str(tmp_path / "clip.####.png"))
+
+
+def test_frames_on_disk_are_the_frames_the_engine_finds(tmp_path: Path) -> None:
+    for name in ("plate.0998.png", "plate.0999.png", "plate.1000.png", "plate.01000.png", "plate.12345.png"):
+        (tmp_path / name).write_bytes(b"")
+    pattern = str(tmp_path / "plate.####.png")
+    assert jobspec.frames_on_disk(pattern) == ImageSequence(pattern).frames() == [998, 999, 1000, 12345]
 
 
 # ------------------------------------------------------------------------------------------ frames
@@ -286,24 +313,27 @@ def test_too_long_a_node_duration_is_named() -> None:
 
 def test_frames_missing_inside_the_sequence_are_listed() -> None:
     on_disk = [*range(1001, 1006), 1007, 1009, 1010]
-    with pytest.raises(jobspec.JobSpecError, match=r"has frames 1001-1005,1007,1009-1010: frames 1006,1008 are "
+    with pytest.raises(jobspec.JobSpecError, match=r"has frames 1001-1005, 1007, 1009-1010: frames 1006, 1008 are "
                        r"missing$"):  # fmt: skip
         jobspec.check_frames_on_disk(range(1001, 1011), on_disk, node_name="P", start=1, offset=1000, duration=10)
     with pytest.raises(jobspec.JobSpecError, match=r": frame 1006 is missing$"):
         jobspec.check_frames_on_disk(range(1001, 1011), [f for f in range(1001, 1011) if f != 1006], node_name="P",
                                      start=1, offset=1000, duration=10)  # fmt: skip
-    gapped = range(1001, 1100, 2)  # every other frame: the message stays one line
-    with pytest.raises(jobspec.JobSpecError, match=r"has frames 1001,1003,1005,1007,1009,1011,… \(50 runs\): "):
+    gapped = range(1001, 1100, 2)  # every other frame: one group, as the engine writes it
+    with pytest.raises(jobspec.JobSpecError, match=r"has frames 1001-1099x2: frames 1002-1098x2 are missing$"):
         jobspec.check_frames_on_disk(range(1001, 1100), gapped, node_name="P", start=1, offset=1000, duration=99)
+
+
+def test_a_badly_gapped_sequence_is_cut_short_as_the_engine_cuts_it() -> None:
+    on_disk = [1000 + n * n for n in range(1, 40)]  # no two gaps alike: 39 groups
+    with pytest.raises(jobspec.JobSpecError) as info:
+        jobspec.check_frames_on_disk(range(1001, 1011), on_disk, node_name="P", start=1, offset=1000, duration=10)
+    assert f"the sequence on disk has frames {format_frames(on_disk)}: " in str(info.value)
+    assert format_frames(on_disk).endswith(", ... (19 more)")
 
 
 def test_frames_all_on_disk_pass() -> None:
     jobspec.check_frames_on_disk([1001, 1003], range(1001, 1004), node_name="P", start=1, offset=1000, duration=3)
-
-
-def test_format_frame_ranges() -> None:
-    assert jobspec.format_frame_ranges([1003, 1001, 1002, 1010, 1012, 1011, 1020]) == "1001-1003,1010-1012,1020"
-    assert jobspec.format_frame_ranges([7]) == "7"
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -321,64 +351,78 @@ def test_resnet50_default_is_the_engines_cached_official_file(monkeypatch: pytes
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     # The add-on's idea of the engine's cache is the engine's own (Blender and the engine share a user).
-    assert jobspec.engine_cache_dir(os.environ) == str(weights.cache_dir())
-    assert jobspec.checkpoint_for("resnet50", "", "", os.environ) == str(tmp_path / "rvm-vfx" / "rvm_resnet50.pth")
-    assert jobspec.OFFICIAL_CHECKPOINTS["mobilenetv3"] == weights.OFFICIAL_FILENAME
-    with pytest.raises(jobspec.JobSpecError, match="encoder must be one of"):
+    official = tmp_path / "rvm-vfx" / "rvm_resnet50.pth"
+    assert jobspec.checkpoint_for("resnet50", "", "", os.environ) == str(official)
+    assert official.parent == weights.cache_dir()
+    with pytest.raises(jobspec.JobSpecError) as info:
         jobspec.checkpoint_for("vit", "", "", os.environ)
+    assert str(info.value) == "encoder must be one of mobilenetv3, resnet50, not 'vit'"
 
 
 # ------------------------------------------------------------------------------------------ the job
 
-
-def _job(**overrides: object) -> dict:
-    args = {
-        "input": "/shots/plates/plate.####.png",
-        "output": "/shots/rvm/plate/plate_rvm.####.exr",
-        "frames": [1001, 1002, 1003, 1005],
-        "input_colorspace": "sRGB - Texture",
-        **overrides,
-    }
-    return jobspec.build_job(**args)  # type: ignore[arg-type]
+JOB_ARGS = {
+    "input": "/shots/plates/plate.####.png",
+    "output": "/shots/rvm/plate/plate_rvm.####.exr",
+    "frames": [1001, 1002, 1003, 1005],
+    "input_colorspace": "sRGB - Texture",
+}
 
 
-def test_built_job_is_a_valid_engine_job() -> None:
-    data = _job(checkpoint="/models/rvm_mobilenetv3.pth", downsample=0.4, device="cuda", precision="fp16",
-                preroll=8, name="shot.blend: plate", metadata={"rvm:host": "Blender 5.0.1"})  # fmt: skip
-    job = Job.from_dict(data)
-    assert job.frames == "1001-1003,1005"
+def _job(**overrides: object) -> object:
+    return jobspec.build_job(**{**JOB_ARGS, **overrides})  # type: ignore[arg-type]
+
+
+def test_built_job_is_the_contracts_job_and_the_engine_reads_it_back_the_same() -> None:
+    built = _job(checkpoint="/models/rvm_mobilenetv3.pth", downsample=0.4, device="cuda", precision="fp16",
+                 preroll=8, name="shot.blend: plate", metadata={"rvm:host": "Blender 5.0.1"})  # fmt: skip
+    assert isinstance(built, addon_spec.Job)
+    data = built.to_dict()
+    job = Job.from_dict(json.loads(json.dumps(data)))  # as the engine reads the job file
+    assert job.to_dict() == data  # every field, the engine's defaults and the schema version included
+    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert job.frames == "1001-1003, 1005" and parse_frames(job.frames) == [1001, 1002, 1003, 1005]
     assert job.downsample == 0.4 and job.device == "cuda" and job.precision == "fp16" and job.preroll == 8
     assert job.output_colorspace == "lin_rec709"
     assert job.output_mode == "premultiplied"
     assert job.overwrite is True
     assert job.metadata == {"rvm:host": "Blender 5.0.1"}
-    assert Job.from_dict(job.to_dict()) == job  # what the engine reads back is what the add-on meant
 
 
 def test_default_job_leaves_engine_defaults() -> None:
-    job = Job.from_dict(_job(output_colorspace=None))
+    job = Job.from_dict(_job(output_colorspace=None).to_dict())
     assert job.checkpoint is None and job.downsample == "auto" and job.device == "auto"
     assert job.output_colorspace is None  # studio config: the engine's scene_linear role
+    assert job == Job(input=JOB_ARGS["input"], output=JOB_ARGS["output"], frames="1001-1003, 1005",
+                      input_colorspace="sRGB - Texture", overwrite=True)  # fmt: skip
 
 
-def test_every_job_key_is_an_engine_field() -> None:
-    from dataclasses import fields
-
-    assert set(_job()) <= {f.name for f in fields(Job)}
+def test_every_frame_of_a_long_gapped_range_is_in_the_job() -> None:
+    """A message may cut a frame list short (``... (N more)``); a job never does."""
+    frames = [1000 + n * n for n in range(1, 40)]
+    assert parse_frames(_job(frames=frames).frames) == frames
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    "overrides",
     [
-        ({"device": "tpu"}, "device must be one of"),
-        ({"precision": "int8"}, "precision must be one of"),
-        ({"downsample": 1.5}, r"downsample must be in \(0, 1\]"),
-        ({"downsample": 0.0}, r"downsample must be in \(0, 1\]"),
-        ({"preroll": -1}, "pre-roll must be 0 or more"),
-        ({"input": ""}, "no plate"),
-        ({"frames": []}, "no frames"),
+        {"device": "tpu"},
+        {"precision": "int8"},
+        {"downsample": 1.5},
+        {"downsample": 0.0},
+        {"preroll": -1},
+        {"input": ""},
+        {"output": "/shots/rvm/plate/plate_rvm.####.png"},
+        {"frames": []},
     ],
+    ids=lambda overrides: "-".join(f"{k}={v}" for k, v in overrides.items()),
 )
-def test_bad_settings_are_refused_before_the_engine_starts(overrides: dict, message: str) -> None:
-    with pytest.raises(jobspec.JobSpecError, match=message):
+def test_bad_settings_are_refused_in_blender_with_the_engines_message(overrides: dict) -> None:
+    engine_args = {**JOB_ARGS, **overrides, "frames": format_frames(overrides.get("frames", JOB_ARGS["frames"]),
+                                                                    limit=None)}  # fmt: skip
+    with pytest.raises(InputError) as engine:
+        Job(**engine_args)
+    with pytest.raises(jobspec.JobSpecError) as addon:
         _job(**overrides)
+    assert str(addon.value) == str(engine.value)
+    assert str(addon.value).startswith("job field '")

@@ -2,21 +2,31 @@
 
 A thin host adapter over the rvm-vfx engine, which runs as a subprocess from its own environment (torch
 never enters Blender's Python). See jobspec.py for what is asked of the engine, engine.py for how it is
-run, compositor.py for the Blender 4.2/5.x compositor differences.
+run, compositor.py for the Blender 4.2/5.x compositor differences; ``_spec`` is the engine's contract
+package, vendored by ``tools/vendor_spec.py``.
+
+The modules that need ``bpy`` are imported by ``register()``, not here, so that the package itself, and
+its host-free modules (``jobspec``, ``engine``, ``_spec``), import in any Python: the engine's test suite
+imports them as a package, the way Blender does, without a Blender.
 """
 
 from __future__ import annotations
 
-from . import operators, props, ui
+from types import ModuleType
 
-_MODULES = (props, operators, ui)
+
+def _host_modules() -> tuple[ModuleType, ...]:
+    """The modules that register with Blender, in registration order."""
+    from . import operators, props, ui
+
+    return (props, operators, ui)
 
 
 def register() -> None:
-    for module in _MODULES:
+    for module in _host_modules():
         module.register()
 
 
 def unregister() -> None:
-    for module in reversed(_MODULES):
+    for module in reversed(_host_modules()):
         module.unregister()

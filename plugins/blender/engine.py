@@ -1,29 +1,33 @@
 """The engine as a subprocess: start it, follow its JSON progress, stop it, explain how it ended.
 
 torch never enters Blender's Python: the add-on runs ``<engine python> -m rvm_vfx render JOB.json
---progress json`` from an environment the artist points it at. Reader threads turn the engine's
-stdout lines into events on a queue so that Blender's main thread only ever drains that queue and
-never blocks on a pipe. Nothing here imports ``bpy``, so it is tested with a fake engine in the
-engine's own test suite.
+--progress json`` from an environment the artist points it at. The command's arguments and the progress
+protocol (event names and fields, how a line is read) are the vendored contract's (``_spec.progress``).
+Reader threads turn the engine's stdout lines into events on a queue so that Blender's main thread only
+ever drains that queue and never blocks on a pipe. Nothing here imports ``bpy``, so it is tested with
+the plugins' fake engine in the engine's own test suite.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import queue
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["EngineError", "EngineProcess", "RunState", "check_engine_python", "engine_command", "parse_event"]
+from ._spec.progress import CANCELLED, DONE, ERROR, PROGRESS, START, WARNING, Event, parse_line, render_arguments
+
+__all__ = ["EngineError", "EngineProcess", "RunState", "check_engine_python", "engine_command"]
 
 # A cancelled engine finishes its current frame first; past this it is killed so Blender never hangs.
 CANCEL_GRACE_S = 30.0
 _STDERR_LINES = 40
+
+T = TypeVar("T")
 
 
 class EngineError(RuntimeError):
@@ -52,21 +56,7 @@ def check_engine_python(path: str) -> str:
 
 
 def engine_command(python: str, job_path: str) -> list[str]:
-    return [python, "-m", "rvm_vfx", "render", job_path, "--progress", "json"]
-
-
-def parse_event(line: str) -> dict[str, Any] | None:
-    """One stdout line -> an event, or None for anything that is not one (library chatter, blank lines)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        event = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
-        return None
-    return event
+    return [python, "-m", "rvm_vfx", *render_arguments(job_path)]
 
 
 def _format_eta(seconds: float) -> str:
@@ -74,6 +64,11 @@ def _format_eta(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _known(value: T | None, before: T) -> T:
+    """An event's value, or what was known before when the event does not say."""
+    return before if value is None else value
 
 
 @dataclass
@@ -92,33 +87,28 @@ class RunState:
     finished: bool = False
     stopped: bool = False
 
-    def apply(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            self.total = int(event.get("total") or 0)
-        elif kind == "progress":
-            self.done = int(event.get("done", self.done))
-            self.total = int(event.get("total") or self.total)
-            self.frame = event.get("frame", self.frame)
-            self.fps = float(event.get("fps") or 0.0)
-            eta = event.get("eta_s")
-            self.eta_s = float(eta) if eta is not None else None
-        elif kind == "warning":
-            self.warnings.append(str(event.get("message", "")))
-        elif kind in ("done", "cancelled"):
+    def apply(self, event: Event) -> None:
+        kind = event.kind
+        if kind == START:
+            self.total = event.total or 0
+        elif kind == PROGRESS:
+            self.done = _known(event.done, self.done)
+            self.total = event.total or self.total
+            self.frame = _known(event.frame, self.frame)
+            self.fps = event.fps or 0.0
+            self.eta_s = event.eta_s
+        elif kind == WARNING:
+            self.warnings.append(event.message)
+        elif kind in (DONE, CANCELLED):
             # "cancelled": the engine was asked to stop (SIGTERM) and did so after a whole frame.
-            self.finished = kind == "done"
-            self.stopped = kind == "cancelled" or bool(event.get("stopped"))
-            self.done = int(event.get("done", self.done))
-            self.total = int(event.get("total") or self.total)
-            self.outputs = [str(p) for p in event.get("outputs") or []]
-        elif kind == "error":
-            error = event.get("error")
-            if isinstance(error, dict):
-                self.error_type = str(error.get("type") or "Error")
-                self.error_message = str(error.get("message") or "")
-            else:
-                self.error_type, self.error_message = "Error", str(error or event.get("message", ""))
+            self.finished = kind == DONE
+            self.stopped = kind == CANCELLED or event.fields.get("stopped") is True
+            self.done = _known(event.done, self.done)
+            self.total = event.total or self.total
+            self.outputs = event.outputs
+        elif kind == ERROR:
+            self.error_type = event.error_type or "Error"
+            self.error_message = event.error_message
 
     @property
     def fraction(self) -> float:
@@ -147,7 +137,7 @@ class EngineProcess:
         self.state = RunState()
         self.cancel_requested = False
         self._env = env
-        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._events: queue.Queue[Event | None] = queue.Queue()
         self._stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
         self._proc: subprocess.Popen[str] | None = None
         self._threads: list[threading.Thread] = []
@@ -189,7 +179,7 @@ class EngineProcess:
 
     def _read_stdout(self, stream: Any) -> None:
         for line in stream:
-            event = parse_event(line)
+            event = parse_line(line)
             if event is not None:
                 self._events.put(event)
         stream.close()
@@ -203,9 +193,9 @@ class EngineProcess:
 
     # ------------------------------------------------------------------ driving
 
-    def events(self, timeout: float = 0.0) -> list[dict[str, Any]]:
+    def events(self, timeout: float = 0.0) -> list[Event]:
         """Drain pending events into ``state``; with a timeout, wait that long for the first one."""
-        drained: list[dict[str, Any]] = []
+        drained: list[Event] = []
         block = timeout > 0
         while self._stdout_open:
             try:

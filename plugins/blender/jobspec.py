@@ -1,9 +1,11 @@
 """Blender state -> an rvm-vfx Job, in plain Python.
 
-Blender's Python has no torch and must not import ``rvm_vfx``; the engine validates the Job again
-when it starts. Everything that decides what the engine is asked to do lives here, free of ``bpy``,
-so that the engine's own test suite can check these dictionaries with ``rvm_vfx.job.Job.from_dict``
-and the two sides cannot drift apart unnoticed.
+Blender's Python has no torch and must not import ``rvm_vfx``. What the engine knows (the Job's fields
+and their rules, frame ranges and numbers, file extensions, the weights cache) comes from ``_spec``, the
+engine's own contract vendored into the add-on by ``tools/vendor_spec.py``: the Job built here is the
+contract's, so a setting the engine would refuse is refused in Blender, with the engine's message, before
+any subprocess starts. What only Blender knows (colour-space names, Image node frame mapping, where
+mattes go) lives here, free of ``bpy``, so the engine's own test suite checks it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._spec import InputError, Job, format_frames
+from ._spec.frames import FramePattern, frame_digits, split_numbered, split_pattern
+from ._spec.job import FIELDS_BY_NAME
+from ._spec.names import DEFAULT_ENCODER, ENCODERS, OUTPUT_EXTENSION, is_video, official_checkpoint_path
+
 __all__ = [
     "BLENDER_LINEAR_REC709",
     "ENGINE_LINEAR_REC709",
-    "ENCODERS",
+    "Job",
     "JobSpecError",
     "OWNER_FILE",
     "Plate",
@@ -29,22 +36,16 @@ __all__ = [
     "checkpoint_for",
     "engine_colorspace",
     "file_frames",
-    "format_frame_ranges",
+    "file_plate",
     "frames_on_disk",
     "plate_for",
     "sequence_pattern",
     "write_output_owner",
 ]
 
-MOVIE_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
-
 #: The matte is written, and loaded back, in the one scene-linear space both built-in configs share.
 ENGINE_LINEAR_REC709 = "lin_rec709"
 BLENDER_LINEAR_REC709 = "Linear Rec.709"
-
-ENCODERS = ("mobilenetv3", "resnet50")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 # Blender's built-in config (4.2 to 5.x) names -> names the engine's built-in OCIO config resolves.
 # Display-referred view encodings (AgX, Filmic, "ACES 2.0 sRGB", ...) are left out on purpose: a plate
@@ -99,33 +100,28 @@ def engine_colorspace(
 
 # ------------------------------------------------------------------------------------------ paths
 
-_DIGITS = re.compile(r"\d+")
 
+def sequence_pattern(frame_path: str) -> FramePattern:
+    """The sequence one frame's path belongs to (Blender stores a sequence as the path of one frame).
 
-def sequence_pattern(frame_path: str) -> tuple[str, int]:
-    """One frame's path (what Blender stores for a sequence) -> (``name.####.ext`` pattern, its frame).
-
-    Blender numbers a sequence by the last run of digits in the file name, so the same run is replaced.
+    Blender numbers a sequence by the last number in the file name, as the engine does, so that number
+    becomes the pattern's ``#`` token, as many as it has digits. A name holding another frame token
+    (``my plate#.1001.png``) is refused with the engine's message: the engine would read it as one too.
     """
     folder, name = os.path.split(frame_path)
-    stem, ext = os.path.splitext(name)
-    runs = list(_DIGITS.finditer(stem))
-    if not runs:
+    numbered = split_numbered(name)
+    if numbered is None:
         raise JobSpecError(f"{name!r} has no frame number: load the plate as an image sequence or a movie")
-    last = runs[-1]
-    pattern = stem[: last.start()] + "#" * len(last.group()) + stem[last.end() :] + ext
-    return os.path.join(folder, pattern), int(last.group())
+    prefix, number, suffix = numbered
+    sequence = FramePattern(folder, prefix, len(number), suffix)
+    try:
+        split_pattern(sequence.hashes())
+    except InputError as exc:
+        raise JobSpecError(str(exc)) from None
+    return sequence
 
 
-def is_movie(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in MOVIE_EXTENSIONS
-
-
-def plate_stem(path: str, *, numbered: bool = True) -> str:
-    """A short name for a plate's outputs: the file name without extension and, for a sequence, frame number."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if numbered:
-        stem = re.sub(r"(#+|@+|%0?\d*d|\$F\d*|\d+)$", "", stem)
+def _sanitised(stem: str) -> str:
     stem = re.sub(r"[^\w.-]+", "_", stem).strip("._- ")
     return stem or "plate"
 
@@ -152,7 +148,13 @@ class Plate:
 
     @property
     def stem(self) -> str:
-        return plate_stem(self.input, numbered=self.kind == SEQUENCE)
+        """A short name for the plate's outputs: its file name without extension and trailing frame number."""
+        stem = os.path.splitext(os.path.basename(self.input))[0]
+        if self.kind == SEQUENCE:
+            parts = split_pattern(stem)
+            if parts is not None and not parts.suffix:  # a number inside the name stays, as it always has
+                stem = parts.prefix
+        return _sanitised(stem)
 
     @property
     def key(self) -> str:
@@ -166,7 +168,8 @@ class Plate:
         return os.path.join(output_dir, f"{self.stem}-{self.key}")
 
     def output_pattern(self, output_dir: str) -> str:
-        return os.path.join(self.folder(output_dir), f"{self.stem}_rvm.{'#' * max(1, self.padding)}.exr")
+        matte = FramePattern(self.folder(output_dir), f"{self.stem}_rvm.", max(1, self.padding), OUTPUT_EXTENSION)
+        return matte.hashes()
 
     def describe(self) -> str:
         return f"{self.input}, a {self.kind}"
@@ -178,13 +181,18 @@ def plate_for(path: str, source: str, image_name: str = "") -> Plate:
     if source == "MOVIE":
         return Plate(path, MOVIE)
     if source == "SEQUENCE":
-        pattern, _ = sequence_pattern(path)
-        return Plate(pattern, SEQUENCE, os.path.basename(pattern).count("#"))
+        sequence = sequence_pattern(path)
+        return Plate(sequence.hashes(), SEQUENCE, sequence.padding)
     # A still ("FILE"), generated, viewer...: no frames for the network's memory to follow.
     raise JobSpecError(
         f"image {image_name!r} is not a sequence or movie (its Source is {source.title()}): "
         "set the Image node's Source to Image Sequence or Movie"
     )
+
+
+def file_plate(path: str) -> Plate:
+    """The plate of a file the artist picked: a movie by its extension (the engine's list), else a sequence."""
+    return plate_for(path, "MOVIE" if is_video(path) else "SEQUENCE")
 
 
 def check_output_owner(folder: str, plate: Plate) -> None:
@@ -229,20 +237,26 @@ def write_output_owner(folder: str, plate: Plate) -> None:
 
 
 def frames_on_disk(pattern: str) -> list[int]:
-    """The frame numbers of a ``name.####.ext`` sequence that exist (Blender's loader does not tell us)."""
-    folder, name = os.path.split(pattern)
-    head, _, tail = name.partition("#")
-    tail = tail.lstrip("#")
-    frames = []
+    """The frame numbers of a ``name.####.ext`` sequence that exist (Blender's loader does not tell us).
+
+    Read by the engine's rules: the last number in each file name, spelled with the pattern's padding
+    (``plate.01001.png`` is not frame 1001 of ``plate.####.png``; ``plate.10000.png`` is frame 10000).
+    """
+    parts = split_pattern(pattern)
+    if parts is None:
+        raise JobSpecError(f"{pattern}: no frame number in the plate's name")
     try:
-        entries = os.listdir(folder or ".")
+        entries = os.listdir(parts.directory or ".")
     except OSError as exc:
-        raise JobSpecError(f"cannot list the plate's folder {folder}: {exc.strerror or exc}") from None
+        raise JobSpecError(f"cannot list the plate's folder {parts.directory}: {exc.strerror or exc}") from None
+    frames = []
     for entry in entries:
-        if entry.startswith(head) and entry.endswith(tail) and len(entry) > len(head) + len(tail):
-            number = entry[len(head) : len(entry) - len(tail)]
-            if number.isdigit():
-                frames.append(int(number))
+        numbered = split_numbered(entry)
+        if numbered is None or (numbered[0], numbered[2]) != (parts.prefix, parts.suffix):
+            continue
+        number = numbered[1]
+        if frame_digits(int(number), parts.padding) == number:
+            frames.append(int(number))
     if not frames:
         raise JobSpecError(f"no frames of {pattern} on disk")
     return sorted(frames)
@@ -278,23 +292,6 @@ def file_frames(
     return sorted(frames)
 
 
-def format_frame_ranges(frames: Iterable[int]) -> str:
-    """Sorted frames -> the engine's ``1001-1010,1015`` syntax."""
-    ordered = sorted(set(frames))
-    if not ordered:
-        raise JobSpecError("no frames to render")
-    parts: list[str] = []
-    first = prev = ordered[0]
-    for frame in ordered[1:] + [None]:  # type: ignore[list-item]
-        if frame is not None and frame == prev + 1:
-            prev = frame
-            continue
-        parts.append(str(first) if first == prev else f"{first}-{prev}")
-        if frame is not None:
-            first = prev = frame
-    return ",".join(parts)
-
-
 def check_frames_on_disk(
     requested: Iterable[int], on_disk: Iterable[int], *, node_name: str, start: int, offset: int, duration: int
 ) -> None:
@@ -309,16 +306,10 @@ def check_frames_on_disk(
     if not absent:
         return
     raise JobSpecError(
-        f"Image node {node_name!r} asks for frames {_brief_ranges(wanted)} (frame_start {start}, "
+        f"Image node {node_name!r} asks for frames {format_frames(wanted)} (frame_start {start}, "
         f"offset {offset}, duration {duration}) but the sequence on disk has frames "
-        f"{_brief_ranges(present)}: {_frames_advice(wanted, absent, present, offset)}"
+        f"{format_frames(present)}: {_frames_advice(wanted, absent, present, offset)}"
     )
-
-
-def _brief_ranges(frames: Iterable[int], limit: int = 6) -> str:
-    """``format_frame_ranges`` cut to its first ``limit`` runs, for messages about badly gapped sequences."""
-    runs = format_frame_ranges(frames).split(",")
-    return ",".join(runs[:limit]) + (f",… ({len(runs)} runs)" if len(runs) > limit else "")
 
 
 def _frames_advice(wanted: list[int], absent: list[int], present: set[int], offset: int) -> str:
@@ -331,18 +322,10 @@ def _frames_advice(wanted: list[int], absent: list[int], present: set[int], offs
         return f"the sequence ends at frame {last}: set the node's duration to {last - offset}"
     if len(absent) == 1:
         return f"frame {absent[0]} is missing"
-    return f"frames {_brief_ranges(absent)} are missing"
+    return f"frames {format_frames(absent)} are missing"
 
 
 # ------------------------------------------------------------------------------------------ model
-
-OFFICIAL_CHECKPOINTS = {"mobilenetv3": "rvm_mobilenetv3.pth", "resnet50": "rvm_resnet50.pth"}
-
-
-def engine_cache_dir(env: Mapping[str, str]) -> str:
-    """The engine's per-user cache, by the engine's own rule (``rvm_vfx.weights.cache_dir``)."""
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "rvm-vfx")
 
 
 def checkpoint_for(encoder: str, override: str, preference: str, env: Mapping[str, str]) -> str | None:
@@ -356,12 +339,16 @@ def checkpoint_for(encoder: str, override: str, preference: str, env: Mapping[st
         raise JobSpecError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
     if override or preference:
         return override or preference
-    if encoder == "mobilenetv3":
+    if encoder == DEFAULT_ENCODER:
         return None
-    return os.path.join(engine_cache_dir(env), OFFICIAL_CHECKPOINTS[encoder])
+    return official_checkpoint_path(encoder, env)
 
 
 # ------------------------------------------------------------------------------------------ the job
+
+
+def _engine_default(name: str) -> Any:
+    return FIELDS_BY_NAME[name].default
 
 
 def build_job(
@@ -371,48 +358,38 @@ def build_job(
     frames: Iterable[int],
     input_colorspace: str,
     output_colorspace: str | None = ENGINE_LINEAR_REC709,
-    checkpoint: str | None = None,
-    downsample: str | float = "auto",
-    device: str = "auto",
-    precision: str = "fp32",
-    preroll: int = 0,
-    start_frame: int = 1,
+    checkpoint: str | None = _engine_default("checkpoint"),
+    downsample: str | float = _engine_default("downsample"),
+    device: str = _engine_default("device"),
+    precision: str = _engine_default("precision"),
+    preroll: int = _engine_default("preroll"),
+    start_frame: int = _engine_default("start_frame"),
     overwrite: bool = True,
     name: str | None = None,
-    metadata: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """The Job as the JSON the engine reads; only fields the engine knows, with JSON types.
+    metadata: Mapping[str, str] | None = None,
+) -> Job:
+    """The scene's values as the contract's Job, checked by the engine's rules and refused with its message.
 
-    Cheap checks happen here so that an artist sees a bad setting before a subprocess starts; the
-    engine still validates everything, so these are a convenience, not the contract.
+    Values not given, and fields the add-on has no setting for, are the engine's defaults, except two that
+    are the add-on's own: the matte is written in Linear Rec.709 (what Blender loads it back as), and
+    overwriting this plate's earlier matte is on. The job file is ``job.to_dict()``.
     """
-    if not input:
-        raise JobSpecError("no plate: choose an Image node or a file")
-    if device not in DEVICES:
-        raise JobSpecError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
-    if precision not in PRECISIONS:
-        raise JobSpecError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if downsample != "auto":
-        downsample = float(downsample)
-        if not 0.0 < downsample <= 1.0:
-            raise JobSpecError(f"downsample must be in (0, 1], got {downsample:g}")
-    if preroll < 0:
-        raise JobSpecError(f"pre-roll must be 0 or more, got {preroll}")
-    job: dict[str, Any] = {
-        "input": input,
-        "output": output,
-        "frames": format_frame_ranges(frames),
-        "start_frame": int(start_frame),
-        "checkpoint": checkpoint or None,
-        "downsample": downsample,
-        "device": device,
-        "precision": precision,
-        "input_colorspace": input_colorspace,
-        "output_colorspace": output_colorspace,
-        "output_mode": "premultiplied",
-        "preroll": int(preroll),
-        "overwrite": bool(overwrite),
-        "name": name,
-        "metadata": dict(metadata or {}),
-    }
-    return job
+    try:
+        return Job(
+            input=input,
+            output=output,
+            frames=format_frames(frames, limit=None),
+            start_frame=start_frame,
+            checkpoint=checkpoint or None,
+            downsample=downsample,
+            device=device,
+            precision=precision,
+            input_colorspace=input_colorspace,
+            output_colorspace=output_colorspace,
+            preroll=preroll,
+            overwrite=overwrite,
+            name=name,
+            metadata=dict(metadata or {}),
+        )
+    except InputError as exc:
+        raise JobSpecError(str(exc)) from None

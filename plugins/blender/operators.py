@@ -15,6 +15,7 @@ from typing import Any
 import bpy
 
 from . import compositor, jobspec
+from ._spec import format_frame
 from .engine import CANCEL_GRACE_S, EngineError, EngineProcess, check_engine_python
 
 _MAX_WARNINGS = 5
@@ -65,7 +66,7 @@ def _node_for_file(scene: Any, tree: Any, file_path: str) -> Any:
     if not os.path.isfile(path):
         raise RunError(f"plate file not found: {path}")
     try:
-        plate = jobspec.plate_for(path, "MOVIE" if jobspec.is_movie(path) else "SEQUENCE")
+        plate = jobspec.file_plate(path)
         frames = jobspec.frames_on_disk(plate.input) if plate.kind == jobspec.SEQUENCE else []
     except jobspec.JobSpecError as exc:
         raise RunError(str(exc)) from None
@@ -106,7 +107,7 @@ def planned_plate(context: bpy.types.Context) -> jobspec.Plate | None:
             return None
         path = _abspath(settings.file_path)
         try:
-            return jobspec.plate_for(path, "MOVIE" if jobspec.is_movie(path) else "SEQUENCE")
+            return jobspec.file_plate(path)
         except jobspec.JobSpecError:
             return None
     tree = compositor.compositor_tree(context.scene, create=False)
@@ -212,7 +213,7 @@ class MatteRun:
             # The owner record first: a folder this run wrote to is always known to be this plate's.
             jobspec.write_output_owner(folder, self.plate)
             with open(self.job_path, "w", encoding="utf-8") as handle:
-                json.dump(self.job, handle, indent=2, sort_keys=True)
+                json.dump(self.job.to_dict(), handle, indent=2, sort_keys=True)
         except OSError as exc:
             raise RunError(f"cannot write to the output folder {folder}: {exc.strerror or exc}") from None
         try:
@@ -268,7 +269,7 @@ class MatteRun:
         node = compositor.find_plate_node(tree, self.plate_id, self.plate_node_name)
         if node is None:
             raise RunError(f"the plate node {self.plate_node_name!r} was removed while the matte rendered")
-        first = self.output.replace("#" * self.output.count("#"), f"{self.first_frame:0{self.output.count('#')}d}")
+        first = format_frame(self.output, self.first_frame)
         if not os.path.isfile(first):
             raise RunError(f"the engine reported success but {first} is missing")
         image = self._load_sequence(first)

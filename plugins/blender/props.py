@@ -6,13 +6,34 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty, StringProperty
 
 from . import compositor
+from ._spec.job import DEVICES, FIELDS_BY_NAME, PRECISIONS
+from ._spec.names import CHECKPOINT_ENV, DEFAULT_ENCODER, ENCODERS, OFFICIAL_CHECKPOINTS
 
-_DEVICES = [
-    ("auto", "Auto", "CUDA, then Apple MPS, then CPU: whatever the engine finds"),
-    ("cpu", "CPU", "Slow but always there"),
-    ("cuda", "CUDA", "An NVIDIA GPU"),
-    ("mps", "Apple MPS", "Apple silicon GPU"),
-]
+# What the artist reads for each value the engine accepts; the values themselves are the contract's, so a
+# device or precision the engine adds appears here (under its own name until it is given a label).
+_DEVICE_LABELS = {
+    "auto": ("Auto", "CUDA, then Apple MPS, then CPU: whatever the engine finds"),
+    "cpu": ("CPU", "Slow but always there"),
+    "cuda": ("CUDA", "An NVIDIA GPU"),
+    "mps": ("Apple MPS", "Apple silicon GPU"),
+}
+_PRECISION_LABELS = {
+    "fp32": ("Float 32", "Reference quality"),
+    "fp16": ("Float 16", "Faster on GPUs"),
+    "bf16": ("BFloat 16", "Faster on recent GPUs"),
+}
+_ENCODER_LABELS = {
+    "mobilenetv3": ("MobileNetV3", "Fast; the official default"),
+    "resnet50": ("ResNet-50", "Slower, slightly better edges"),
+}
+
+
+def enum_items(values: tuple[str, ...], labels: dict[str, tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """EnumProperty items for the contract's allowed values, in its order."""
+    return [(value, *labels.get(value, (value, ""))) for value in values]
+
+
+_DEVICES = enum_items(DEVICES, _DEVICE_LABELS)
 
 
 class RVMMattePreferences(bpy.types.AddonPreferences):
@@ -28,16 +49,19 @@ class RVMMattePreferences(bpy.types.AddonPreferences):
     )
     checkpoint_mobilenetv3: StringProperty(  # type: ignore[valid-type]
         name="MobileNetV3 Checkpoint",
-        description="rvm_mobilenetv3.pth, a TorchScript file or a TF.js model.json. "
-        "Empty: the engine's default ($RVM_VFX_CHECKPOINT or its download cache)",
+        description=f"{OFFICIAL_CHECKPOINTS['mobilenetv3']}, a TorchScript file or a TF.js model.json. "
+        f"Empty: the engine's default (${CHECKPOINT_ENV} or its download cache)",
         subtype="FILE_PATH",
     )
     checkpoint_resnet50: StringProperty(  # type: ignore[valid-type]
         name="ResNet-50 Checkpoint",
-        description="rvm_resnet50.pth or its TorchScript form. Empty: rvm_resnet50.pth in the engine's cache",
+        description=f"{OFFICIAL_CHECKPOINTS['resnet50']} or its TorchScript form. "
+        f"Empty: {OFFICIAL_CHECKPOINTS['resnet50']} in the engine's cache",
         subtype="FILE_PATH",
     )
-    device: EnumProperty(name="Device", items=_DEVICES, default="auto")  # type: ignore[valid-type]
+    device: EnumProperty(  # type: ignore[valid-type]
+        name="Device", items=_DEVICES, default=FIELDS_BY_NAME["device"].default
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -66,11 +90,8 @@ class RVMMatteSettings(bpy.types.PropertyGroup):
     file_path: StringProperty(name="Plate", subtype="FILE_PATH")  # type: ignore[valid-type]
     encoder: EnumProperty(  # type: ignore[valid-type]
         name="Encoder",
-        items=[
-            ("mobilenetv3", "MobileNetV3", "Fast; the official default"),
-            ("resnet50", "ResNet-50", "Slower, slightly better edges"),
-        ],
-        default="mobilenetv3",
+        items=enum_items(ENCODERS, _ENCODER_LABELS),
+        default=DEFAULT_ENCODER,
     )
     checkpoint: StringProperty(  # type: ignore[valid-type]
         name="Checkpoint",
@@ -109,12 +130,8 @@ class RVMMatteSettings(bpy.types.PropertyGroup):
     )
     precision: EnumProperty(  # type: ignore[valid-type]
         name="Precision",
-        items=[
-            ("fp32", "Float 32", "Reference quality"),
-            ("fp16", "Float 16", "Faster on GPUs"),
-            ("bf16", "BFloat 16", "Faster on recent GPUs"),
-        ],
-        default="fp32",
+        items=enum_items(PRECISIONS, _PRECISION_LABELS),
+        default=FIELDS_BY_NAME["precision"].default,
     )
     output_dir: StringProperty(  # type: ignore[valid-type]
         name="Output Folder",

@@ -47,6 +47,11 @@ def prefs() -> Any:
     return bpy.context.preferences.addons[MODULE].preferences
 
 
+def enum_values(owner: Any, name: str) -> list[str]:
+    """The values an enum property offers, as Blender registered it."""
+    return [item.identifier for item in owner.bl_rna.properties[name].enum_items]
+
+
 def registered() -> dict[str, bool]:
     return {
         "operator": hasattr(bpy.types, "RVM_OT_matte"),
@@ -195,11 +200,21 @@ class _ModalHost:
         self.reports.append([sorted(kind), message])
 
 
-def modal_case(config: dict[str, Any], engine_python: str, cancel_after: int | None) -> dict[str, Any]:
-    """The interactive path: TIMER events pump the engine, Esc (after ``cancel_after`` frames) cancels."""
+def modal_case(
+    config: dict[str, Any], engine_python: str, cancel_after: int | None, output_dir: str | None = None
+) -> dict[str, Any]:
+    """The interactive path: TIMER events pump the engine, Esc (after ``cancel_after`` frames) cancels.
+
+    ``output_dir`` (else the scene's) is where this run's matte folder goes; the files in that folder
+    afterwards are reported.
+    """
     operators = sys.modules[MODULE + ".operators"]
     prefs().engine_python = engine_python
+    settings = bpy.context.scene.rvm_matte
+    scene_output_dir = settings.output_dir
+    settings.output_dir = output_dir or scene_output_dir
     run = operators.MatteRun(bpy.context)
+    settings.output_dir = scene_output_dir
     run.start()
     operators._active = run  # as invoke() leaves it: the button is greyed out while the engine runs
     host = _ModalHost(run, operators.RVM_OT_matte)
@@ -223,6 +238,8 @@ def modal_case(config: dict[str, Any], engine_python: str, cancel_after: int | N
         "exit_code": run.engine.poll(),
         "operator_free_again": operators._active is None,
         "tree": describe_tree(bpy.context.scene),
+        "folder": os.path.dirname(run.output),
+        "files": sorted(os.listdir(os.path.dirname(run.output))),
     }
 
 
@@ -357,6 +374,12 @@ def main() -> None:
         p.engine_python = config["engine_python"]
         p.checkpoint_mobilenetv3 = config["checkpoint"]
         p.device = "cpu"
+        result["enums"] = {
+            "preferences.device": enum_values(p, "device"),
+            "scene.device": enum_values(scene.rvm_matte, "device"),
+            "scene.precision": enum_values(scene.rvm_matte, "precision"),
+            "scene.encoder": enum_values(scene.rvm_matte, "encoder"),
+        }
         result["errors"] = error_cases(config, scene)
         scene.rvm_matte.background = config["background"]
         result["alpha_over"] = matte_and_render(config, scene, "ALPHA_OVER", "EXEC_DEFAULT")
@@ -368,7 +391,8 @@ def main() -> None:
         scene.rvm_matte.file_path = config["movie"]
         result["movie"] = matte_and_render(config, scene, "ALPHA_OVER", "EXEC_DEFAULT", "movie")
         result["modal"] = modal_case(config, config["engine_python"], cancel_after=None)
-        result["cancel"] = modal_case(config, config["fake_engine"], cancel_after=1)
+        # The plugins' fake engine, in its own folder: it writes a frame that is not a real EXR.
+        result["cancel"] = modal_case(config, config["fake_engine"], cancel_after=1, output_dir="//rvm_cancel/")
         prefs().engine_python = config["engine_python"]
         result["rename"] = rename_case(config, scene)
         result["offset"] = offset_case(scene)

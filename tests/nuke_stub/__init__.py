@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import os
-import signal
 import sys
 from pathlib import Path
 from types import ModuleType
 
+from ..fake_engine import kill_fake_engines
+
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugins" / "nuke"
 # The plugins share one fake engine, which speaks the protocol through the contract (tests/fake_engine.py).
 FAKE_ENGINE = Path(__file__).resolve().parents[1] / "fake_engine.py"
+__all__ = ["FAKE_ENGINE", "PLUGIN_DIR", "kill_fake_engines", "plugin_module"]
 
 
 def plugin_module(name: str) -> ModuleType:
@@ -19,16 +20,3 @@ def plugin_module(name: str) -> ModuleType:
     if str(PLUGIN_DIR) not in sys.path:
         sys.path.insert(0, str(PLUGIN_DIR))
     return importlib.import_module(name)
-
-
-def kill_fake_engines(folder: Path) -> list[int]:
-    """After a test: kill any fake engine it started under ``folder`` and left running (a failed test)."""
-    killed = []
-    for pid_file in folder.rglob("fake-engine.pid"):
-        pid = int(pid_file.read_text())
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-        killed.append(pid)
-    return killed
