@@ -26,7 +26,7 @@ from .fake_engine import engine_python, kill_fake_engines
 
 engine = addon_module("engine")
 jobspec = addon_module("jobspec")
-progress = addon_module("_spec.progress")
+progress = addon_module("vendor.rvm_spec.progress")
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="the fake stands in a shell script; stop is SIGTERM")
 

@@ -1,7 +1,7 @@
 """The Blender add-on's host-free job building, checked against the engine's own Job and colour config.
 
 ``plugins/blender/jobspec.py`` must never import bpy or rvm_vfx: it builds the Job with the contract
-vendored into the add-on (``_spec``). These tests import the add-on as a package, the way Blender does
+vendored into the add-on (``vendor.rvm_spec``). These tests import the add-on as a package, the way Blender does
 (its ``__init__`` imports the bpy modules only in ``register()``), and hold what it builds to the
 engine's ``rvm_vfx.job.Job``, its messages and its OCIO config, so the two sides cannot drift apart.
 """
@@ -29,7 +29,7 @@ from .conftest import ROOT
 PLUGIN = ROOT / "plugins" / "blender"
 
 jobspec = addon_module("jobspec")
-addon_spec = addon_module("_spec")
+addon_spec = addon_module("vendor.rvm_spec")
 
 
 def test_host_free_modules_import_neither_bpy_nor_the_engine() -> None:

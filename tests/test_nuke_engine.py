@@ -2,7 +2,7 @@
 
 Subprocess tests use ``tests/fake_engine.py``, which speaks the engine's protocol through the contract
 without torch; each waits on the fake's own output or exit, never on a clock. Events are the vendored
-contract's (``rvm_nuke._spec.progress.Event``), as the plugin receives them.
+contract's (``rvm_nuke.vendor.rvm_spec.progress.Event``), as the plugin receives them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .nuke_stub import FAKE_ENGINE, kill_fake_engines, plugin_module
 
 engine = plugin_module("rvm_nuke.engine")
 jobs = plugin_module("rvm_nuke.jobs")
-progress = plugin_module("rvm_nuke._spec.progress")
+progress = plugin_module("rvm_nuke.vendor.rvm_spec.progress")
 
 
 def ev(kind: str, **fields: object) -> object:

@@ -29,7 +29,7 @@ from .nuke_stub.fake_nuke import ALWAYS_SAVE, INVISIBLE, STARTLINE, FakeNuke, fr
 
 jobs = plugin_module("rvm_nuke.jobs")
 engine = plugin_module("rvm_nuke.engine")
-contract = plugin_module("rvm_nuke._spec")
+contract = plugin_module("rvm_nuke.vendor.rvm_spec")
 
 BUILTIN = "ocio://cg-config-v5.0.0_aces-v2.1_ocio-v2.6"
 

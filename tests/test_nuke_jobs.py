@@ -1,6 +1,6 @@
 """The Nuke plugin's host-free decisions: knobs to Job, paths, frames, colour spaces, farm tickets.
 
-The plugin builds its Job with its vendored copy of the contract (``rvm_nuke._spec``); here the Job dicts
+The plugin builds its Job with its vendored copy of the contract (``rvm_nuke.vendor.rvm_spec``); here the Job dicts
 are read back by the engine's own ``rvm_vfx.job.Job`` (the engine venv), and a bad knob must fail with
 the very message the engine gives, so the plugin, which must not import the engine, cannot drift from it.
 """
@@ -24,7 +24,7 @@ from rvm_vfx.spec import SCHEMA_VERSION, InputError, parse_frames
 from .nuke_stub import PLUGIN_DIR, plugin_module
 
 jobs = plugin_module("rvm_nuke.jobs")
-contract = plugin_module("rvm_nuke._spec")
+contract = plugin_module("rvm_nuke.vendor.rvm_spec")
 
 BUILTIN = "ocio://cg-config-v5.0.0_aces-v2.1_ocio-v2.6"
 
@@ -463,7 +463,7 @@ def test_bad_knobs_fail_before_any_work():
 def test_the_job_is_built_by_the_vendored_contract():
     """Inside Nuke the engine cannot be imported: the plugin's Job is its own copy of the engine's."""
     assert jobs.Job is contract.Job and jobs.Job is not Job
-    assert Path(contract.__file__).parent == PLUGIN_DIR / "rvm_nuke" / "_spec"
+    assert Path(contract.__file__).parent == PLUGIN_DIR / "rvm_nuke" / "vendor" / "rvm_spec"
     job = jobs.build_job({}, read_plate(), node_name="N", script_path=SCRIPT)
     assert job["schema_version"] == SCHEMA_VERSION == 2
 

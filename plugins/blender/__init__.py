@@ -2,11 +2,11 @@
 
 A thin host adapter over the rvm-vfx engine, which runs as a subprocess from its own environment (torch
 never enters Blender's Python). See jobspec.py for what is asked of the engine, engine.py for how it is
-run, compositor.py for the Blender 4.2/5.x compositor differences; ``_spec`` is the engine's contract
+run, compositor.py for the Blender 4.2/5.x compositor differences; ``vendor.rvm_spec`` is the engine's contract
 package, vendored by ``tools/vendor_spec.py``.
 
 The modules that need ``bpy`` are imported by ``register()``, not here, so that the package itself, and
-its host-free modules (``jobspec``, ``engine``, ``_spec``), import in any Python: the engine's test suite
+its host-free modules (``jobspec``, ``engine``, ``vendor.rvm_spec``), import in any Python: the engine's test suite
 imports them as a package, the way Blender does, without a Blender.
 """
 

@@ -2,7 +2,7 @@
 
 torch never enters Blender's Python: the add-on runs ``<engine python> -m rvm_vfx render JOB.json
 --progress json`` from an environment the artist points it at. The command's arguments and the progress
-protocol (event names and fields, how a line is read) are the vendored contract's (``_spec.progress``).
+protocol (event names and fields, how a line is read) are the vendored contract's (``vendor.rvm_spec.progress``).
 Reader threads turn the engine's stdout lines into events on a queue so that Blender's main thread only
 ever drains that queue and never blocks on a pipe. Nothing here imports ``bpy``, so it is tested with
 the plugins' fake engine in the engine's own test suite.
@@ -19,7 +19,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ._spec.progress import CANCELLED, DONE, ERROR, PROGRESS, START, WARNING, Event, parse_line, render_arguments
+from .vendor.rvm_spec.progress import (
+    CANCELLED,
+    DONE,
+    ERROR,
+    PROGRESS,
+    START,
+    WARNING,
+    Event,
+    parse_line,
+    render_arguments,
+)
 
 __all__ = ["EngineError", "EngineProcess", "RunState", "check_engine_python", "engine_command"]
 

@@ -1,7 +1,7 @@
 """Blender state -> an rvm-vfx Job, in plain Python.
 
 Blender's Python has no torch and must not import ``rvm_vfx``. What the engine knows (the Job's fields
-and their rules, frame ranges and numbers, file extensions, the weights cache) comes from ``_spec``, the
+and their rules, frame ranges and numbers, file extensions, the weights cache) comes from ``vendor.rvm_spec``, the
 engine's own contract vendored into the add-on by ``tools/vendor_spec.py``: the Job built here is the
 contract's, so a setting the engine would refuse is refused in Blender, with the engine's message, before
 any subprocess starts. What only Blender knows (colour-space names, Image node frame mapping, where
@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._spec import InputError, Job, format_frames
-from ._spec.frames import FramePattern, frame_digits, split_numbered, split_pattern
-from ._spec.job import FIELDS_BY_NAME
-from ._spec.names import DEFAULT_ENCODER, ENCODERS, OUTPUT_EXTENSION, is_video, official_checkpoint_path
+from .vendor.rvm_spec import InputError, Job, format_frames
+from .vendor.rvm_spec.frames import FramePattern, frame_digits, split_numbered, split_pattern
+from .vendor.rvm_spec.job import FIELDS_BY_NAME
+from .vendor.rvm_spec.names import DEFAULT_ENCODER, ENCODERS, OUTPUT_EXTENSION, is_video, official_checkpoint_path
 
 __all__ = [
     "BLENDER_LINEAR_REC709",

@@ -15,8 +15,8 @@ from typing import Any
 import bpy
 
 from . import compositor, jobspec
-from ._spec import format_frame
 from .engine import CANCEL_GRACE_S, EngineError, EngineProcess, check_engine_python
+from .vendor.rvm_spec import format_frame
 
 _MAX_WARNINGS = 5
 # Only one engine at a time: two would fight over the GPU and the same output folder.

@@ -6,8 +6,8 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty, StringProperty
 
 from . import compositor
-from ._spec.job import DEVICES, FIELDS_BY_NAME, PRECISIONS
-from ._spec.names import CHECKPOINT_ENV, DEFAULT_ENCODER, ENCODERS, OFFICIAL_CHECKPOINTS
+from .vendor.rvm_spec.job import DEVICES, FIELDS_BY_NAME, PRECISIONS
+from .vendor.rvm_spec.names import CHECKPOINT_ENV, DEFAULT_ENCODER, ENCODERS, OFFICIAL_CHECKPOINTS
 
 # What the artist reads for each value the engine accepts; the values themselves are the contract's, so a
 # device or precision the engine adds appears here (under its own name until it is given a label).

@@ -1,7 +1,7 @@
 """Import the Blender add-on as a package, the way Blender imports it, in a Python without Blender.
 
 The add-on's ``__init__`` imports its bpy modules only in ``register()``, so the package and its host-free
-modules (``jobspec``, ``engine``, the vendored ``_spec``) import anywhere, relative imports and all. This
+modules (``jobspec``, ``engine``, the vendored ``vendor.rvm_spec``) import anywhere, relative imports and all. This
 file needs only the standard library: run as a script (``python addon_package.py jobspec engine``) it
 imports those modules in a fresh interpreter and prints, as JSON, the top-level name of every module then
 loaded, so a test can see everything the host-free modules pull in.

@@ -2,7 +2,7 @@
 
 torch cannot live inside Nuke's Python, so the engine runs in its own environment and talks back
 through one JSON object per line on stdout (``rvm-vfx render JOB.json --progress json``); the protocol,
-the command's arguments and the temporary frame names are the vendored contract's (``_spec``). This module
+the command's arguments and the temporary frame names are the vendored contract's (``vendor.rvm_spec``). This module
 starts it, turns its lines into events, stops it when the artist cancels (SIGTERM: the engine finishes
 the frame in flight, which it writes atomically; a kill after a timeout, then its hidden temporary
 files are removed) and reduces the outcome to one message an artist can act on.
@@ -24,9 +24,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._spec.names import parse_temporary_frame_name
-from ._spec.progress import CANCELLED, DONE, ERROR, PROGRESS, START, WARNING, Event, parse_line, render_arguments
-from ._spec.progress import event as protocol_event
+from .vendor.rvm_spec.names import parse_temporary_frame_name
+from .vendor.rvm_spec.progress import (
+    CANCELLED,
+    DONE,
+    ERROR,
+    PROGRESS,
+    START,
+    WARNING,
+    Event,
+    parse_line,
+    render_arguments,
+)
+from .vendor.rvm_spec.progress import event as protocol_event
 
 __all__ = [
     "EngineResult",

@@ -5,7 +5,7 @@ that turns knob values into a render (paths, frame ranges, colour spaces, the Jo
 here. This module must stay importable by Nuke's own Python (3.9 in Nuke 14) and must never import
 ``rvm_vfx``, torch or numpy: the engine lives in another environment and is reached as a subprocess.
 What the engine knows about a Job (its fields and their rules, frame ranges, file names, the weights
-cache) comes from ``_spec``, the engine's own contract package vendored here by ``tools/vendor_spec.py``:
+cache) comes from ``vendor.rvm_spec``, the engine's own contract package vendored here by ``tools/vendor_spec.py``:
 a knob the engine would refuse is refused here, before any work, with the engine's message.
 """
 
@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._spec import InputError, Job, format_frame
-from ._spec.frames import frame_bounds, frame_digits, has_frame_token, range_parts, split_pattern
-from ._spec.job import FIELDS_BY_NAME
-from ._spec.names import (
+from .vendor.rvm_spec import InputError, Job, format_frame
+from .vendor.rvm_spec.frames import frame_bounds, frame_digits, has_frame_token, range_parts, split_pattern
+from .vendor.rvm_spec.job import FIELDS_BY_NAME
+from .vendor.rvm_spec.names import (
     CHECKPOINT_ENV,
     DEFAULT_ENCODER,
     ENCODERS,

@@ -20,7 +20,7 @@ from typing import Any
 import nuke
 
 from . import engine, jobs
-from ._spec import Event, parse_frames
+from .vendor.rvm_spec import Event, parse_frames
 
 NODE_NAME = "RVMMatte1"
 TAB_NAME = "rvm_matte"
