@@ -255,9 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("out")
     convert.set_defaults(func=cmd_convert_weights)
 
+    from .export.cli import add_commands as add_export_commands
     from .quality.cli import add_commands as add_quality_commands
 
     add_quality_commands(sub)
+    add_export_commands(sub)
     return parser
 
 

@@ -112,6 +112,15 @@ def test_ci_requires_the_blender_tests_and_runs_the_readme_command() -> None:
     assert "\npython -m pytest\n" in readme and "bash .ci/setup_blender_env.sh" in readme
 
 
+def test_ci_installs_the_extras_the_readme_installs() -> None:
+    """The README's engine install and .ci/run's name the same extras (the export tests need onnxruntime)."""
+    root = Path(__file__).resolve().parents[1]
+    readme = [line for line in (root / "README.md").read_text().splitlines() if line.startswith("pip install -e ")]
+    ci = [line for line in (root / ".ci" / "run").read_text().splitlines() if " install --quiet -e " in line]
+    assert readme == ['pip install -e ".[test,farm,export]"']
+    assert ci == ['.venv/bin/pip install --quiet -e ".[test,farm,export]"']
+
+
 def test_a_tfjs_export_folder_is_accepted_as_the_checkpoint(plate: str, tmp_path: Path, capsys) -> None:
     """The hint offers a TF.js model.json "or its folder": the folder must render, hash and all."""
     out = tmp_path / "out" / "m.####.exr"

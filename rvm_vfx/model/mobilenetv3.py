@@ -117,16 +117,12 @@ class MobileNetV3LargeEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        f = self.features
-        x = f[0](x)
-        f1 = x = f[1](x)
-        x = f[2](x)
-        f2 = x = f[3](x)
-        x = f[4](x)
-        x = f[5](x)
-        f3 = x = f[6](x)
-        for i in range(7, 17):
-            x = f[i](x)
-        return f1, f2, f3, x
+        # Written as one loop over the layers so that TorchScript compiles it (rvm_vfx.export scripts it).
+        skips: list[torch.Tensor] = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index == 1 or index == 3 or index == 6:  # f1, f2, f3: the last layers at 1/2, 1/4, 1/8
+                skips.append(x)
+        return skips[0], skips[1], skips[2], x

@@ -11,6 +11,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# The guide is the RGB plate and its grey mean; the prediction is the foreground residual and alpha.
+GUIDE_CHANNELS = 4
+
 
 def _guide(src: torch.Tensor) -> torch.Tensor:
     return torch.cat([src, src.mean(1, keepdim=True)], dim=1)
@@ -85,19 +88,26 @@ class DeepGuidedFilterRefiner(nn.Module):
         return a, mean_y - a * mean_x
 
 
-def box_filter_3x3(x: torch.Tensor) -> torch.Tensor:
-    """Separable mean over a 3×3 window with zero padding (the border is darkened, as in the original)."""
-    c = x.shape[1]
-    kx = x.new_full((c, 1, 1, 3), 1 / 3)
-    ky = x.new_full((c, 1, 3, 1), 1 / 3)
-    x = F.conv2d(x, kx, padding=(0, 1), groups=c)
-    return F.conv2d(x, ky, padding=(1, 0), groups=c)
+def box_filter_3x3(x: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
+    """Separable mean over a 3×3 window with zero padding (the border is darkened, as in the original).
+
+    ``kx`` and ``ky`` are the 1×3 and 3×1 taps of 1/3 for each of the 4 channels of the guide (and of the
+    prediction): constants of the refiner, so they follow its device and dtype, and an exported graph sees
+    kernels of fixed shape.
+    """
+    x = F.conv2d(x, kx, padding=(0, 1), groups=kx.shape[0])
+    return F.conv2d(x, ky, padding=(1, 0), groups=kx.shape[0])
 
 
 class FastGuidedFilterRefiner(nn.Module):
     """Parameter-free: the refiner the official TF.js export was built with."""
 
-    eps = 1e-5
+    def __init__(self) -> None:
+        super().__init__()
+        self.eps = 1e-5  # an instance attribute, which TorchScript sees (it ignores class attributes)
+        # Not persistent: they are not weights, and the official state_dict has no such keys.
+        self.register_buffer("box_x", torch.full((GUIDE_CHANNELS, 1, 1, 3), 1 / 3), persistent=False)
+        self.register_buffer("box_y", torch.full((GUIDE_CHANNELS, 1, 3, 1), 1 / 3), persistent=False)
 
     def forward(
         self, src_sm: torch.Tensor, fgr: torch.Tensor, pha: torch.Tensor, hid: torch.Tensor
@@ -105,9 +115,10 @@ class FastGuidedFilterRefiner(nn.Module):
         """Low-resolution coefficients (A, b); :func:`guided_upsample` applies them to the full plate."""
         x = _guide(src_sm)
         y = torch.cat([fgr, pha], dim=1)
-        mean_x = box_filter_3x3(x)
-        mean_y = box_filter_3x3(y)
-        cov_xy = box_filter_3x3(x * y) - mean_x * mean_y
-        var_x = box_filter_3x3(x * x) - mean_x * mean_x
+        kx, ky = self.box_x.to(x.dtype), self.box_y.to(x.dtype)
+        mean_x = box_filter_3x3(x, kx, ky)
+        mean_y = box_filter_3x3(y, kx, ky)
+        cov_xy = box_filter_3x3(x * y, kx, ky) - mean_x * mean_y
+        var_x = box_filter_3x3(x * x, kx, ky) - mean_x * mean_x
         a = cov_xy / (var_x + self.eps)
         return a, mean_y - a * mean_x

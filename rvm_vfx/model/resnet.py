@@ -58,7 +58,7 @@ class ResNet50Encoder(nn.Module):
         self.layer3 = _stage(512, 256, 6, 2, False)
         self.layer4 = _stage(1024, 512, 3, 2, True)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         f1 = x = self.relu(self.bn1(self.conv1(x)))
         f2 = x = self.layer1(self.maxpool(x))
         f3 = x = self.layer2(x)
