@@ -10,7 +10,9 @@ frames already decoded and in model space, timed before and after the render and
 whole render (read, colour, network, colour, premultiply, write) through `rvm_vfx.render.render`. The
 ratio says how well reading and writing hide behind the network. Last, each stage is run on its own
 for its CPU cost per frame: where the network already fills every core (a CPU render), that budget,
-not the threading, bounds the ratio, and the script prints the bound. Figures, not pass/fail: compare
+not the threading, bounds the ratio, and the script prints the bound. Beside the stages, each frame is
+also read and written with the bare `OpenEXR` package (the plate in, the same output pixels out, ZIP), and
+the CPU side outside the network is printed as a multiple of that I/O floor. Figures, not pass/fail: compare
 only runs on the same machine and load.
 """
 
@@ -68,6 +70,25 @@ def make_plate(folder: Path, frames: int, width: int, height: int) -> str:
 
 
 STAGES = ("decode", "to_model", "network", "compose", "encode")
+#: Every stage but the network: the CPU side a GPU render waits on.
+OUTSIDE_NETWORK = tuple(stage for stage in STAGES if stage != "network")
+
+
+def bare_openexr_cpu_ms(plate_path: str, rgba: np.ndarray, out_path: str) -> float:
+    """CPU ms of the I/O floor for one frame: the `OpenEXR` package alone reading the plate and writing the output.
+
+    The output is the render's own frame (same pixels as half, same ZIP compression), so its encode cost is
+    the same work the render's writer does; nothing else (no metadata, no colour) is included.
+    """
+    import OpenEXR
+
+    halves = torch.from_numpy(rgba).half().numpy()
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    start = time.process_time()
+    with OpenEXR.File(plate_path) as plate:
+        plate.channels()
+    OpenEXR.File(header, {"RGBA": halves}).write(out_path)
+    return 1000 * (time.process_time() - start)
 
 
 def stage_costs(
@@ -89,6 +110,7 @@ def stage_costs(
     session = MattingSession(model, ratio, device=device, precision=precision)
     cpu_totals = dict.fromkeys(STAGES, 0.0)
     wall_totals = dict.fromkeys(STAGES, 0.0)
+    bare_total = 0.0
     with tempfile.TemporaryDirectory() as out:
         marks: list[tuple[float, float]] = []
 
@@ -98,7 +120,8 @@ def stage_costs(
         for i in range(frames + 1):  # frame 0 warms up kernels and caches: not counted
             marks.clear()
             mark()
-            plate = read_image(pattern.replace("####", str(1001 + i % frames)))
+            plate_path = pattern.replace("####", str(1001 + i % frames))
+            plate = read_image(plate_path)
             mark()
             rgb, _ = color.to_model(plate.rgb, "ACEScg")
             mark()
@@ -110,13 +133,16 @@ def stage_costs(
             mark()
             write_exr(str(Path(out) / "m.exr"), rgba, plate.header, "ACEScg", {"rvm:bench": 1})
             mark()
+            bare = bare_openexr_cpu_ms(plate_path, rgba, str(Path(out) / "bare.exr"))
             if i:
+                bare_total += bare
                 for stage, (before, after) in zip(STAGES, pairwise(marks), strict=True):
                     cpu_totals[stage] += after[0] - before[0]
                     wall_totals[stage] += after[1] - before[1]
     return {
         "cpu_ms": {stage: 1000 * seconds / frames for stage, seconds in cpu_totals.items()},
         "wall_ms": {stage: 1000 * seconds / frames for stage, seconds in wall_totals.items()},
+        "bare_openexr_cpu_ms": bare_total / frames,
     }
 
 
@@ -178,6 +204,8 @@ def bench_hd(
             "stage_cpu_ms": stages,
             "stage_wall_ms": costs["wall_ms"],
             "ratio_bound": stages["network"] / sum(stages.values()),
+            "bare_openexr_cpu_ms": costs["bare_openexr_cpu_ms"],
+            "outside_network_cpu_ms": sum(stages[stage] for stage in OUTSIDE_NETWORK),
         }
 
 
@@ -231,6 +259,11 @@ def main() -> None:
         "CPU ms per frame, stage by stage: "
         + ", ".join(f"{name} {ms:.0f}" for name, ms in stages.items())
         + f" (sum {sum(stages.values()):.0f})"
+    )
+    outside, bare = hd["outside_network_cpu_ms"], hd["bare_openexr_cpu_ms"]
+    print(
+        f"outside the network {outside:.0f} CPU ms per frame; bare OpenEXR read of the plate plus write of the "
+        f"same output frame {bare:.0f} ms; ratio {outside / bare:.2f}×"
     )
     if device.type == "cpu":
         print(f"with every core busy, end to end can reach at most {hd['ratio_bound']:.0%} of model-only here")

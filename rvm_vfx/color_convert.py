@@ -63,6 +63,30 @@ class ColorConverter:
         if src != dst and rgb.size:
             self._processor(src, dst).applyRGB(rgb)
 
+    def _convert_padded(self, rgb: np.ndarray, src: str, dst: str) -> np.ndarray:
+        """Like :meth:`convert`, but into an RGBA float32 buffer whose fourth channel is 1.
+
+        OCIO reading packed RGB and writing packed RGBA costs about two thirds of its RGB-in-place path on a
+        1080p frame, for the same values, and the constant channel lets whole-buffer passes (counting,
+        clipping) run unstrided.
+        """
+        rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+        if rgb.shape[-1:] != (3,):
+            raise ValueError(f"expected an RGB array of shape (..., 3), got {rgb.shape}")
+        src = self.spaces.validate_space(src, field="source colour space")
+        dst = self.spaces.validate_space(dst, field="destination colour space")
+        padded = np.empty(rgb.shape[:-1] + (4,), dtype=np.float32)
+        if src == dst or not rgb.size:
+            padded[..., :3] = rgb
+            padded[..., 3] = 1.0
+            return padded
+        rows = rgb.shape[0] if rgb.ndim > 2 else 1
+        width = rgb.size // 3 // rows
+        self._processor(src, dst).apply(
+            ocio.PackedImageDesc(rgb, width, rows, 3), ocio.PackedImageDesc(padded, width, rows, 4)
+        )
+        return padded
+
     def to_model(self, rgb: np.ndarray, space: str) -> tuple[np.ndarray, float]:
         """Convert plate RGB to the network's sRGB [0, 1] space; return it and the fraction clipped.
 
@@ -70,9 +94,11 @@ class ColorConverter:
         here. The fraction of values (channels, not pixels) that were outside [0, 1] lets a render warn
         about plates the network will see a flattened version of.
         """
-        model = self.convert(rgb, space, self.spaces.model_space)
+        padded = self._convert_padded(rgb, space, self.spaces.model_space)
+        model = padded[..., :3]
         if model.size == 0:
             return model, 0.0
-        outside = np.count_nonzero((model < 0.0) | (model > 1.0))
-        np.clip(model, 0.0, 1.0, out=model)
+        # Over the whole buffer: the padding channel is 1, so it neither counts nor changes.
+        outside = np.count_nonzero((padded < 0.0) | (padded > 1.0))
+        np.clip(padded, 0.0, 1.0, out=padded)
         return model, float(outside) / model.size

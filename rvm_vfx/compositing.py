@@ -55,6 +55,12 @@ def _behaves_linearly(converter: ColorConverter, space: str) -> bool:
     return bool(np.allclose(mapped[0], 0.0, atol=1e-6) and np.allclose(doubled, 2.0 * mapped, rtol=1e-4))
 
 
+def _pixels(image: np.ndarray) -> np.ndarray:
+    """``image`` as one row per pixel (a view wherever the layout allows, so writes reach ``image``)."""
+    image = np.asarray(image)
+    return image.reshape(-1, image.shape[-1])
+
+
 def compose_foreground(
     converter: ColorConverter,
     plate_rgb_scene: np.ndarray,
@@ -96,22 +102,23 @@ def compose_foreground(
     base = plate_rgb_scene if plate_space == work else converter.convert(plate_rgb_scene, plate_space, work)
     # The residual matters only at soft edges: solid foreground keeps the plate, and where alpha is 0
     # premultiplication zeroes whatever is there. Converting just those pixels (a few percent of a
-    # frame) keeps the colour work off the render's critical path.
-    a = alpha[..., 0]
-    edge = (a > 0.0) & (a < 1.0)
+    # frame) keeps the colour work off the render's critical path. Their flat indices are found once: each
+    # boolean-mask gather or scatter would scan the whole frame again (about 5 ms each at 1080p).
+    a = alpha.reshape(-1)
+    edge = np.flatnonzero((a > 0.0) & (a < 1.0))
     edge_fg: np.ndarray | None = None
-    if edge.any():
+    if edge.size:
         weight = np.clip((1.0 - a[edge]) / SOLID_ALPHA_RAMP, 0.0, 1.0)[:, None]
-        residual = converter.convert(np.asarray(fgr_model)[edge], spaces.model_space, work)
-        residual -= converter.convert(np.asarray(src_model)[edge], spaces.model_space, work)
+        residual = converter.convert(_pixels(fgr_model)[edge], spaces.model_space, work)
+        residual -= converter.convert(_pixels(src_model)[edge], spaces.model_space, work)
         # Where the ramp weight is 0 the plate stays bit for bit, signed zeros included.
-        edge_plate = base[edge]
+        edge_plate = _pixels(base)[edge]
         edge_fg = np.where(weight > 0.0, edge_plate + weight * residual, edge_plate)
     if work != output_space:
         if base is plate_rgb_scene:
             base = np.array(base, order="C", copy=True)
         if edge_fg is not None:
-            base[edge] = edge_fg
+            _pixels(base)[edge] = edge_fg
             edge_fg = None
         converter.convert_in_place(base, work, output_space)
 
@@ -119,6 +126,6 @@ def compose_foreground(
     rgba_t = torch.from_numpy(rgba)
     torch.mul(torch.from_numpy(np.ascontiguousarray(base)), torch.from_numpy(alpha), out=rgba_t[..., :3])
     if edge_fg is not None:
-        rgba[edge, :3] = edge_fg * alpha[edge]
+        rgba.reshape(-1, 4)[edge, :3] = edge_fg * a[edge, None]
     rgba_t[..., 3:] = torch.from_numpy(alpha)
     return rgba

@@ -364,3 +364,15 @@ def test_compose_rejects_mismatched_shapes(pipeline: ColorPipeline) -> None:
     plate = np.zeros((2, 3, 3), np.float32)
     with pytest.raises(ValueError, match="alpha"):
         pipeline.compose_foreground(plate, plate, plate, np.zeros((3, 2), np.float32), "ACEScg", "ACEScg")
+
+
+@pytest.mark.parametrize("shape", [(3,), (7, 3), (4, 5, 3)])
+def test_to_model_matches_convert_and_clip_at_every_shape(pipeline: ColorPipeline, shape: tuple[int, ...]) -> None:
+    # to_model converts into a padded RGBA buffer (OCIO's faster path); the values must be convert()'s, bit for bit.
+    values = np.linspace(-0.5, 3.0, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    model, clipped = pipeline.to_model(values, "ACEScg")
+    expected = pipeline.convert(values, "ACEScg", pipeline.model_space)
+    outside = np.count_nonzero((expected < 0) | (expected > 1))
+    assert model.shape == shape
+    assert np.array_equal(model, np.clip(expected, 0.0, 1.0))
+    assert clipped == outside / expected.size
