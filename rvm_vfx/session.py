@@ -117,10 +117,8 @@ class MattingSession:
         self.variant = model.variant
         self.refiner = model.refiner_name
         network = optimize_for_inference(model) if optimize else model.eval()
-        # fp16 runs the weights in half (GPU); bf16 uses autocast so accuracy-critical ops stay fp32.
-        weight_dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.network = network.to(device=self.device, dtype=weight_dtype)
-        self._input_dtype = weight_dtype
+        self.network = network_for_precision(network, self.device, precision)
+        self._input_dtype = torch.float16 if precision == "fp16" else torch.float32
         self._on_warning = on_warning
         self._state: list[torch.Tensor | None] = [None] * 4
         self.frame_size: tuple[int, int] | None = None
@@ -217,6 +215,18 @@ class MattingSession:
         self._state = [None if s is None else s.to(device=self.device, dtype=self._input_dtype) for s in snap["state"]]
         self.frame_size = tuple(snap["frame_size"]) if snap["frame_size"] else None  # type: ignore[assignment]
         self.frames_seen = int(snap["frames_seen"])
+
+
+def network_for_precision(network: MattingNetwork, device: torch.device, precision: str) -> MattingNetwork:
+    """The network on ``device`` with the weights ``precision`` runs.
+
+    fp16 runs the weights in half (GPUs), except the refiner's: the guided filter cannot hold its local
+    variances in half, and the network runs it in float32 (see ``MattingNetwork.forward``). bf16 keeps float32
+    weights and uses autocast, so the accuracy-critical ops stay float32.
+    """
+    network = network.to(device=device, dtype=torch.float16 if precision == "fp16" else torch.float32)
+    network.refiner.float()
+    return network
 
 
 def save_snapshot(path: str | os.PathLike[str], snap: dict[str, Any]) -> None:

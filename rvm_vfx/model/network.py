@@ -111,12 +111,13 @@ class MattingNetwork(nn.Module):
         mat = self.project_mat(hid)
         fgr_residual, pha = mat[:, :3], mat[:, 3:]
         if downsample_ratio != 1:
-            # The guided filter subtracts nearly equal local moments (var = E[x²] − E[x]²): under a
-            # reduced-precision autocast that cancellation destroys it, so it always runs in src's dtype.
+            # The guided filter subtracts nearly equal local moments (var = E[x²] − E[x]²): in half or bf16 that
+            # cancellation destroys it (alpha off by up to 1.0), so it, and the enlargement it drives, always run
+            # in at least float32, outside any autocast; a half network keeps its refiner's weights in float32.
             with torch.autocast(device_type=src.device.type, enabled=False):
-                dtype = src.dtype
+                dtype = torch.promote_types(src.dtype, torch.float32)
                 coef_a, coef_b = self.refiner(src_sm.to(dtype), fgr_residual.to(dtype), pha.to(dtype), hid.to(dtype))
-                fgr, pha = guided_upsample(coef_a, coef_b, src)
+                fgr, pha = guided_upsample(coef_a, coef_b, src.to(dtype))
         else:
             fgr = (fgr_residual + src).clamp(0.0, 1.0)
             pha = pha.clamp(0.0, 1.0)
