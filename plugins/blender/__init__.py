@@ -17,9 +17,9 @@ from types import ModuleType
 
 def _host_modules() -> tuple[ModuleType, ...]:
     """The modules that register with Blender, in registration order."""
-    from . import operators, props, ui
+    from . import operators, props, sequencer, ui
 
-    return (props, operators, ui)
+    return (props, operators, sequencer, ui)
 
 
 def register() -> None:

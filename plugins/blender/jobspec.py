@@ -32,7 +32,9 @@ __all__ = [
     "Plate",
     "build_job",
     "check_frames_on_disk",
+    "StripWindow",
     "check_output_owner",
+    "check_strip_timing",
     "checkpoint_for",
     "engine_colorspace",
     "file_frames",
@@ -40,6 +42,8 @@ __all__ = [
     "frames_on_disk",
     "plate_for",
     "sequence_pattern",
+    "strip_sequence",
+    "strip_window",
     "write_output_owner",
 ]
 
@@ -393,3 +397,123 @@ def build_job(
         )
     except InputError as exc:
         raise JobSpecError(str(exc)) from None
+
+
+# ------------------------------------------------------------------------------------------ Video Sequencer strips
+
+
+@dataclass(frozen=True)
+class StripWindow:
+    """What the timeline shows of a strip: scene frames ``start`` to ``end - 1``, content frames ``first..last``.
+
+    Content frame ``i`` is the strip's ``i``-th image (0-based) or movie frame. A handle dragged past the
+    content (a negative trim) holds the first or last frame, as Blender does, so ``first..last`` may be
+    shorter than the visible range.
+    """
+
+    start: int
+    end: int
+    first: int
+    last: int
+    origin: int  # the strip's frame_start: the scene frame of content frame 0
+
+    def content_frame(self, scene_frame: int) -> int:
+        """The content frame Blender shows at ``scene_frame`` (``seq_give_frame_index`` without retiming)."""
+        return min(max(scene_frame - self.origin, self.first), self.last)
+
+    @property
+    def content_start(self) -> int:
+        """The scene frame where content frame ``first`` shows (before ``start`` when the start is held)."""
+        return self.origin + self.first
+
+
+def _whole_frame(strip: str, what: str, value: float) -> int:
+    if value != int(value):
+        raise JobSpecError(
+            f"strip {strip!r}: {what} is {value:g}, between two frames; move the strip onto whole frames"
+        )
+    return int(value)
+
+
+def strip_window(
+    strip: str, *, frame_start: float, offset_start: float, offset_end: float, duration: int
+) -> StripWindow:
+    """The visible part of a strip from the values Blender stores (``frame_start``, ``frame_offset_start/end``)."""
+    start = _whole_frame(strip, "frame_start", frame_start)
+    trim_start = _whole_frame(strip, "frame_offset_start", offset_start)
+    trim_end = _whole_frame(strip, "frame_offset_end", offset_end)
+    if duration < 1:
+        raise JobSpecError(f"strip {strip!r} has no frames")
+    visible_start, visible_end = start + trim_start, start + duration - trim_end
+    if visible_end <= visible_start:
+        raise JobSpecError(f"strip {strip!r} shows no frames (trimmed to {visible_start}-{visible_end - 1})")
+
+    def content(scene_frame: int) -> int:
+        return min(max(scene_frame - start, 0), duration - 1)
+
+    return StripWindow(visible_start, visible_end, content(visible_start), content(visible_end - 1), start)
+
+
+def strip_sequence(strip: str, directory: str, filenames: list[str]) -> tuple[Plate, list[int]]:
+    """An image strip's plate and the frame number of each of its images, in the strip's order.
+
+    An image strip is a list of files; the engine reads a numbered sequence, so every file must be a
+    frame of the first one's sequence (same name, same padding).
+    """
+    if not filenames:
+        raise JobSpecError(f"image strip {strip!r} has no images")
+    plate = plate_for(os.path.join(directory, filenames[0]), "SEQUENCE", strip)
+    parts = split_pattern(plate.input)
+    assert parts is not None  # plate_for made it from a numbered name
+    frames = []
+    for filename in filenames:
+        numbered = split_numbered(filename)
+        if (
+            numbered is None
+            or (numbered[0], numbered[2]) != (parts.prefix, parts.suffix)
+            or frame_digits(int(numbered[1]), parts.padding) != numbered[1]
+        ):
+            raise JobSpecError(
+                f"image strip {strip!r} holds {filename!r}, which is not a frame of {os.path.basename(plate.input)}: "
+                "matte one numbered sequence per strip"
+            )
+        frames.append(int(numbered[1]))
+    return plate, frames
+
+
+def check_strip_timing(
+    strip: str,
+    *,
+    strobe: float = 1.0,
+    reverse: bool = False,
+    retiming_keys: int = 0,
+    animation_offsets: tuple[int, int] = (0, 0),
+    media_fps: float | None = None,
+    scene_fps: float | None = None,
+) -> None:
+    """Refuse the strips whose timeline frames do not map one to one onto content frames.
+
+    The matte strip is placed frame for frame under the plate strip; a speed change (retiming keys, a
+    movie at another frame rate than the scene), strobe, reversed playback or an animation offset would
+    show other plate frames than the ones the matte is placed for.
+    """
+    fix = "matte a strip at its own speed and retime the plate and matte strips together afterwards"
+    if retiming_keys:
+        raise JobSpecError(
+            f"strip {strip!r} is retimed ({retiming_keys} retiming keys): its frames cannot be mapped exactly; "
+            f"reset its retiming, or {fix}"
+        )
+    if media_fps is not None and scene_fps is not None and abs(media_fps - scene_fps) > 1e-3:
+        raise JobSpecError(
+            f"movie strip {strip!r} is {media_fps:g} fps in a {scene_fps:g} fps scene, so Blender plays it at "
+            f"another speed: set the scene's frame rate to {media_fps:g} fps, or {fix}"
+        )
+    if strobe > 1.0:
+        raise JobSpecError(f"strip {strip!r} has Strobe {strobe:g}: set it to 1, or {fix}")
+    if reverse:
+        raise JobSpecError(f"strip {strip!r} plays its frames reversed: switch off Reverse Frames, or {fix}")
+    if any(animation_offsets):
+        raise JobSpecError(
+            f"strip {strip!r} has animation offsets {animation_offsets[0]}/{animation_offsets[1]}: set them to 0 "
+            "(trim with the strip's handles instead)"
+        )

@@ -20,7 +20,7 @@ from .vendor.rvm_spec import format_frame
 
 _MAX_WARNINGS = 5
 # Only one engine at a time: two would fight over the GPU and the same output folder.
-_active: MatteRun | None = None
+_active: EngineRun | None = None
 
 
 class RunError(Exception):
@@ -119,49 +119,41 @@ def planned_plate(context: bpy.types.Context) -> jobspec.Plate | None:
     return _image_plate(node.image)
 
 
-class MatteRun:
-    """One matte: what to run, the engine process, and how to wire the result when it is done."""
+def engine_python(context: bpy.types.Context) -> str:
+    """The engine's interpreter from the add-on's preferences, checked before anything else is looked at."""
+    try:
+        return check_engine_python(addon_preferences(context).engine_python)
+    except EngineError as exc:
+        raise RunError(str(exc)) from None
 
-    def __init__(self, context: bpy.types.Context) -> None:
+
+class EngineRun:
+    """One engine run for one plate, whatever the host editor: the job, the process, progress and cancel.
+
+    A subclass finds the plate and its frames in its editor and wires the result back into it
+    (``_wire``); everything between (the job file, the engine subprocess, the status line, Esc, the
+    reports) is the same for the compositor and the Video Sequencer.
+    """
+
+    def __init__(
+        self,
+        context: bpy.types.Context,
+        *,
+        python: str,
+        plate: jobspec.Plate,
+        frames: list[int],
+        image_colorspace: str,
+        source_name: str,
+        metadata: dict[str, str],
+    ) -> None:
         scene = context.scene
         settings = scene.rvm_matte
         prefs = addon_preferences(context)
-        try:
-            python = check_engine_python(prefs.engine_python)
-        except EngineError as exc:
-            raise RunError(str(exc)) from None
-
-        tree = compositor.compositor_tree(scene)
-        node = _plate_node(context, tree, settings)
-        image = node.image
         self.scene_name = scene.name
-        self.plate_node_name = node.name
-        self.plate_id = compositor.plate_id(tree, node)
-        self.mode = settings.composite
-        self.background = tuple(settings.background)
-
         try:
-            plate = jobspec.plate_for(_abspath(image.filepath, image.library), image.source, image.name)
-            frames = jobspec.file_frames(
-                scene.frame_start,
-                scene.frame_end,
-                start=node.frame_start,
-                offset=node.frame_offset,
-                duration=max(node.frame_duration, 1),
-                cyclic=node.use_cyclic,
-            )
-            if plate.kind == jobspec.SEQUENCE:
-                jobspec.check_frames_on_disk(
-                    frames,
-                    jobspec.frames_on_disk(plate.input),
-                    node_name=node.name,
-                    start=node.frame_start,
-                    offset=node.frame_offset,
-                    duration=node.frame_duration,
-                )
             studio_config = bool(os.environ.get("OCIO"))
             input_space = settings.input_colorspace.strip() or jobspec.engine_colorspace(
-                image.colorspace_settings.name, working_space=_working_space(), studio_config=studio_config
+                image_colorspace, working_space=_working_space(), studio_config=studio_config
             )
             # A studio config is shared with the engine: its scene_linear role is what Blender loads EXRs as.
             self.matte_colorspace = None if studio_config else jobspec.BLENDER_LINEAR_REC709
@@ -185,11 +177,13 @@ class MatteRun:
                 preroll=settings.preroll,
                 overwrite=settings.overwrite,
                 name=f"{os.path.basename(bpy.data.filepath) or 'untitled'}: {plate.stem}",
-                metadata={"rvm:host": f"Blender {bpy.app.version_string}", "rvm:plate_node": node.name},
+                metadata={"rvm:host": f"Blender {bpy.app.version_string}", **metadata},
             )
         except jobspec.JobSpecError as exc:
             raise RunError(str(exc)) from None
-        self.first_frame = min(frames)
+        self.source_name = source_name
+        self.frames = sorted(frames)
+        self.first_frame = self.frames[0]
         self.job_path = os.path.join(os.path.dirname(self.output), f"{plate.stem}_rvm.job.json")
         self.engine = EngineProcess(python, self.job_path)
         self.cancelled_at: float | None = None
@@ -264,14 +258,69 @@ class MatteRun:
         return {"FINISHED"}
 
     def _wire(self, context: bpy.types.Context) -> Any:
+        """Put the finished matte into the host editor; returns what now shows it (its name is reported)."""
+        raise NotImplementedError
+
+    def matte_frame(self, frame: int) -> str:
+        """The matte file of one plate frame, refused when the engine said it finished but the file is missing."""
+        path = format_frame(self.output, frame)
+        if not os.path.isfile(path):
+            raise RunError(f"the engine reported success but {path} is missing")
+        return path
+
+
+class MatteRun(EngineRun):
+    """A compositor matte: the plate of an Image node, the frames the scene range shows through it."""
+
+    def __init__(self, context: bpy.types.Context) -> None:
+        scene = context.scene
+        settings = scene.rvm_matte
+        python = engine_python(context)
+        tree = compositor.compositor_tree(scene)
+        node = _plate_node(context, tree, settings)
+        image = node.image
+        self.plate_node_name = node.name
+        self.plate_id = compositor.plate_id(tree, node)
+        self.mode = settings.composite
+        self.background = tuple(settings.background)
+        try:
+            plate = jobspec.plate_for(_abspath(image.filepath, image.library), image.source, image.name)
+            frames = jobspec.file_frames(
+                scene.frame_start,
+                scene.frame_end,
+                start=node.frame_start,
+                offset=node.frame_offset,
+                duration=max(node.frame_duration, 1),
+                cyclic=node.use_cyclic,
+            )
+            if plate.kind == jobspec.SEQUENCE:
+                jobspec.check_frames_on_disk(
+                    frames,
+                    jobspec.frames_on_disk(plate.input),
+                    node_name=node.name,
+                    start=node.frame_start,
+                    offset=node.frame_offset,
+                    duration=node.frame_duration,
+                )
+        except jobspec.JobSpecError as exc:
+            raise RunError(str(exc)) from None
+        super().__init__(
+            context,
+            python=python,
+            plate=plate,
+            frames=frames,
+            image_colorspace=image.colorspace_settings.name,
+            source_name=node.name,
+            metadata={"rvm:plate_node": node.name},
+        )
+
+    def _wire(self, context: bpy.types.Context) -> Any:
         scene = bpy.data.scenes.get(self.scene_name) or context.scene
         tree = compositor.compositor_tree(scene)
         node = compositor.find_plate_node(tree, self.plate_id, self.plate_node_name)
         if node is None:
             raise RunError(f"the plate node {self.plate_node_name!r} was removed while the matte rendered")
-        first = format_frame(self.output, self.first_frame)
-        if not os.path.isfile(first):
-            raise RunError(f"the engine reported success but {first} is missing")
+        first = self.matte_frame(self.first_frame)
         image = self._load_sequence(first)
         return compositor.wire_matte(tree, node, image, mode=self.mode, background=self.background)
 
@@ -296,23 +345,26 @@ def _set_status(context: bpy.types.Context, text: str | None) -> None:
         workspace.status_text_set(text)
 
 
-class RVM_OT_matte(bpy.types.Operator):
-    """Matte the people in a plate with Robust Video Matting and composite the result"""
+class EngineOperator:
+    """The running of an :class:`EngineRun` as a Blender operator, shared by the compositor and the sequencer.
 
-    bl_idname = "rvm.matte"
-    bl_label = "RVM Matte"
-    bl_options = {"REGISTER", "UNDO"}
+    ``execute()`` (scripts, ``blender -b``) waits for the engine; ``invoke()`` pumps it from a timer with a
+    progress bar, the status line and Esc to cancel. A subclass says which run it makes (``make_run``).
+    """
 
     _timer: Any = None
-    _run: MatteRun | None = None
+    _run: EngineRun | None = None
+
+    def make_run(self, context: bpy.types.Context) -> EngineRun:
+        raise NotImplementedError
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return context.scene is not None and _active is None
 
-    def _prepare(self, context: bpy.types.Context) -> MatteRun | None:
+    def _prepare(self, context: bpy.types.Context) -> EngineRun | None:
         try:
-            run = MatteRun(context)
+            run = self.make_run(context)
             run.start()
         except RunError as exc:
             self.report({"ERROR"}, f"RVM Matte: {exc}")
@@ -378,6 +430,17 @@ class RVM_OT_matte(bpy.types.Operator):
             self._timer = None
         wm.progress_end()
         _set_status(context, None)
+
+
+class RVM_OT_matte(EngineOperator, bpy.types.Operator):
+    """Matte the people in a plate with Robust Video Matting and composite the result"""
+
+    bl_idname = "rvm.matte"
+    bl_label = "RVM Matte"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def make_run(self, context: bpy.types.Context) -> EngineRun:
+        return MatteRun(context)
 
 
 CLASSES = (RVM_OT_matte,)

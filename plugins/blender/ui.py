@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import compositor, operators
+from . import compositor, operators, sequencer
 
 
 def matte_folder(context: bpy.types.Context) -> str | None:
@@ -54,18 +54,7 @@ class RVM_PT_matte(bpy.types.Panel):
             else:
                 layout.label(text="No compositor nodes yet", icon="INFO")
 
-        col = layout.column(heading="Model")
-        col.prop(settings, "encoder")
-        col.prop(settings, "checkpoint")
-        col.prop(settings, "downsample_auto")
-        sub = col.column()
-        sub.active = not settings.downsample_auto
-        sub.prop(settings, "downsample")
-        col.prop(settings, "preroll")
-        col.prop(settings, "input_colorspace")
-        col.prop(settings, "device")
-        col.prop(settings, "precision")
-
+        draw_engine_settings(layout, settings)
         col = layout.column(heading="Output")
         col.prop(settings, "output_dir")
         folder = matte_folder(context)
@@ -83,7 +72,46 @@ class RVM_PT_matte(bpy.types.Panel):
         row.operator(operators.RVM_OT_matte.bl_idname, icon="NODE_COMPOSITING")
 
 
-CLASSES = (RVM_PT_matte,)
+def draw_engine_settings(layout: bpy.types.UILayout, settings: bpy.types.PropertyGroup) -> None:
+    """The model settings both panels show (the scene's, shared by the compositor and the sequencer)."""
+    col = layout.column(heading="Model")
+    col.prop(settings, "encoder")
+    col.prop(settings, "checkpoint")
+    col.prop(settings, "downsample_auto")
+    sub = col.column()
+    sub.active = not settings.downsample_auto
+    sub.prop(settings, "downsample")
+    col.prop(settings, "preroll")
+    col.prop(settings, "input_colorspace")
+    col.prop(settings, "device")
+    col.prop(settings, "precision")
+
+
+class RVM_PT_sequencer_matte(bpy.types.Panel):
+    """The RVM tab of the Video Sequencer's sidebar: the same settings, for the selected strip."""
+
+    bl_label = "RVM Matte"
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "RVM"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        settings = context.scene.rvm_matte
+        draw_engine_settings(layout, settings)
+        col = layout.column(heading="Output")
+        col.prop(settings, "output_dir")
+        col.prop(settings, "overwrite")
+        if not sequencer.sequencer_is_linear(context.scene):
+            layout.label(text="Sequencer colour space is not linear: Alpha Over will not be", icon="ERROR")
+        row = layout.row()
+        row.scale_y = 1.5
+        row.operator(sequencer.RVM_OT_sequencer_matte.bl_idname, icon="SEQUENCE")
+
+
+CLASSES = (RVM_PT_matte, RVM_PT_sequencer_matte)
 
 
 def register() -> None:
