@@ -69,17 +69,21 @@ def make_progress(mode: str) -> Callable[[dict[str, Any]], None] | Any:
 # --------------------------------------------------------------------------- commands
 
 
+def downsample_value(text: str) -> str | float:
+    """``--downsample``'s text as the Job's field holds it: ``auto`` or a number."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--downsample: expected 'auto' or a number in (0, 1], got {text!r}") from None
+
+
 def _job_from_matte_args(args: argparse.Namespace) -> Any:
     from .job import Job
 
     values = {f.name: getattr(args, f.name) for f in FIELDS if f.flag}
-    downsample: str | float = args.downsample
-    if downsample != "auto":
-        try:
-            downsample = float(downsample)
-        except ValueError:
-            raise InputError(f"--downsample: expected 'auto' or a number in (0, 1], got {args.downsample!r}") from None
-    values["downsample"] = downsample
+    values["downsample"] = downsample_value(args.downsample)
     values["snapshot_every"] = args.snapshot_every if args.state_dir else 0
     return Job(**values)
 
@@ -255,11 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("out")
     convert.set_defaults(func=cmd_convert_weights)
 
+    from .editorial.cli import add_commands as add_editorial_commands
     from .export.cli import add_commands as add_export_commands
     from .quality.cli import add_commands as add_quality_commands
 
     add_quality_commands(sub)
     add_export_commands(sub)
+    add_editorial_commands(sub)
     return parser
 
 
