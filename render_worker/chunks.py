@@ -4,6 +4,9 @@ RVM remembers earlier frames; a chunk that starts cold at frame F gives a slight
 at F than the uninterrupted render. Each chunk after the first therefore runs ``preroll`` frames
 before F and throws their output away (the engine clamps the pre-roll at the plate's first frame).
 The first chunk keeps the job's own pre-roll, so it is exactly the start of a single-machine render.
+A job that lists its cuts is split at them too: a chunk that starts a shot needs no pre-roll (the state
+is reset there in any render), and no chunk's pre-roll reaches back into another shot (the engine starts
+it at the last cut). Detected cuts (``auto``) are found by each chunk as it reads its pre-roll.
 """
 
 from __future__ import annotations
@@ -31,15 +34,35 @@ class Chunk:
         return f"chunk-{self.index:04d}"
 
 
-def plan_chunks(frames: list[int], chunk_size: int, preroll: int, job_preroll: int = 0) -> list[Chunk]:
-    """Consecutive runs of ``chunk_size`` output frames; later chunks get ``max(preroll, job_preroll)``."""
+def plan_chunks(
+    frames: list[int], chunk_size: int, preroll: int, job_preroll: int = 0, cuts: tuple[int, ...] = ()
+) -> list[Chunk]:
+    """Consecutive runs of up to ``chunk_size`` output frames, none across a cut in ``cuts``; the first keeps
+    ``job_preroll``, one that starts at a cut none, the others get ``max(preroll, job_preroll)``."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    chunks = []
-    for index, start in enumerate(range(0, len(frames), chunk_size)):
-        part = tuple(frames[start : start + chunk_size])
-        chunks.append(Chunk(index, part, job_preroll if index == 0 else max(preroll, job_preroll)))
+    chunks: list[Chunk] = []
+    for shot in _split_at(frames, set(cuts)):
+        for start in range(0, len(shot), chunk_size):
+            part = tuple(shot[start : start + chunk_size])
+            if not chunks:
+                warm = job_preroll
+            elif part[0] in cuts:
+                warm = 0
+            else:
+                warm = max(preroll, job_preroll)
+            chunks.append(Chunk(len(chunks), part, warm))
     return chunks
+
+
+def _split_at(frames: list[int], cuts: set[int]) -> list[list[int]]:
+    """``frames`` in runs, a new run at each frame that is a cut."""
+    runs: list[list[int]] = []
+    for frame in frames:
+        if not runs or frame in cuts:
+            runs.append([])
+        runs[-1].append(frame)
+    return runs
 
 
 def chunk_job(job: Job, chunk: Chunk) -> Job:

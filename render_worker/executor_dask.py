@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rvm_vfx.errors import InputError, OutputError, RvmError
+from rvm_vfx.spec.job import parse_cuts
 from rvm_vfx.spec.progress import PROGRESS as PROGRESS_EVENT
 from rvm_vfx.spec.progress import START, WARNING, event
 
@@ -71,7 +72,7 @@ class DaskExecutor:
 
     def run(self, ticket: Ticket, claim: Claim, stop: threading.Event, progress: ProgressSink) -> Outcome:
         job = ticket.job
-        chunks = plan_chunks(ticket.frames, self.chunk_size, self.preroll, job.preroll)
+        chunks = plan_chunks(ticket.frames, self.chunk_size, self.preroll, job.preroll, parse_cuts(job.cuts) or ())
         state = claim.job_dir / STATE
         finished: dict[int, dict[str, Any]] = {}
         for chunk in chunks:
@@ -190,6 +191,7 @@ class DaskExecutor:
         frames: list[int] = []
         outputs: list[str] = []
         warnings: list[str] = []
+        cuts: list[int] = []
         per_chunk = []
         for chunk in chunks:
             result = finished.get(chunk.index)
@@ -199,6 +201,7 @@ class DaskExecutor:
             frames += result.get("frames", [])
             outputs += report.get("outputs", [])
             warnings += [w for w in report.get("warnings", []) if w not in warnings]
+            cuts += report.get("cuts", [])
             per_chunk.append(
                 {
                     "chunk": chunk.index,
@@ -219,5 +222,6 @@ class DaskExecutor:
             "warnings": warnings,
             "elapsed_s": round(elapsed, 3),
             "stopped": stopped,
+            "cuts": sorted(set(cuts)),
         }
         return Outcome(report=report, stopped=stopped, frames_written=sorted(set(frames)), extra={"chunks": per_chunk})

@@ -23,7 +23,7 @@ from .errors import InputError
 from .spec.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, exit_code
 from .spec.fields import JobField
 from .spec.job import FIELDS
-from .spec.progress import CANCELLED, DONE, PROGRESS, START, WARNING, EventWriter, error_event, event
+from .spec.progress import CANCELLED, CUT, DONE, PROGRESS, START, WARNING, EventWriter, error_event, event
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "build_parser", "exit_code", "main"]
 
@@ -50,6 +50,9 @@ class BarProgress:
             self.bar.refresh()
         elif kind == WARNING:
             (self.bar.write if self.bar else print)(f"warning: {event['message']}", file=sys.stderr)
+        elif kind == CUT:
+            text = f"cut at frame {event['frame']}: shot {event.get('shot', '?')} starts, state reset"
+            (self.bar.write if self.bar else print)(text, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .color import ColorPipeline
+from .cuts import Cuts, Signature, signature
 from .errors import ImageReadError
 from .frame_io import Plate
 from .job import Job
@@ -34,6 +35,9 @@ from .session import MattingSession, pick_device
 from .spec.progress import PROGRESS
 
 LARGE_FRAME_PIXELS = 2_500_000
+
+#: A frame as read: the plate, its network input, the input's colour space and its cut signature.
+_Read = tuple[Plate, np.ndarray, str, "Signature | None"]
 
 #: One frame of the work list: (output frame number, source frame read for it, whether it is written).
 WorkItem = tuple[int, int, bool]
@@ -93,6 +97,7 @@ class FramePipeline:
         self.reporter = reporter
         self.stop = stop or threading.Event()
         self.frame_in_network: int | None = None  # for the session's warnings, which name no frame
+        self.cuts = Cuts(job.cuts)
         self.session = MattingSession(
             model,
             job.downsample,
@@ -103,8 +108,9 @@ class FramePipeline:
 
     # ---------------------------------------------------------------- per-frame work (threads)
 
-    def read(self, source: FrameSource, out_frame: int, src_frame: int) -> tuple[Plate, np.ndarray, str]:
-        """A plate frame and its pixels in the network's space (on a reader thread)."""
+    def read(self, source: FrameSource, out_frame: int, src_frame: int) -> _Read:
+        """A plate frame, its pixels in the network's space and, when cuts are detected, their signature (on a
+        reader thread: detection costs the main loop nothing but the comparison)."""
         try:
             plate = source.read(src_frame)
         except ImageReadError as exc:
@@ -114,7 +120,17 @@ class FramePipeline:
         space = self.color.resolve_input_space(self.job.input_colorspace, plate.colorspace, plate.is_float)
         model_rgb, clipped = self.color.to_model(plate.rgb, space)
         self.reporter.plate_read(plate.nonfinite, clipped, space)
-        return plate, model_rgb, space
+        return plate, model_rgb, space, signature(model_rgb) if self.cuts.detects else None
+
+    # ---------------------------------------------------------------- state to resume from
+
+    def snapshot(self) -> dict[str, Any]:
+        """The session's snapshot plus where the cuts stand, so a resumed render finds the same cuts."""
+        return {**self.session.snapshot(), "cuts": self.cuts.state()}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.session.restore(snap)
+        self.cuts.restore(snap.get("cuts"))
 
     # ---------------------------------------------------------------- the loop
 
@@ -172,7 +188,7 @@ class _Run:
         self.write_index = start_index  # the output index of the next frame written
         self.next_read = 0
         self.read_ahead, self.write_behind = 1, 1  # until the first plate says how big frames are
-        self.reads: deque[Future[tuple[Plate, np.ndarray, str]]] = deque()
+        self.reads: deque[Future[_Read]] = deque()
         self.pending: deque[tuple[int, int, Future[list[str]]]] = deque()
         self.snapshots: deque[tuple[int, dict[str, Any]]] = deque()
         self.t0 = time.perf_counter()
@@ -188,7 +204,7 @@ class _Run:
         self.finish_writes(0)
         if self.report.stopped and self.state is not None and self.write_index > self.start_index:
             # Stopped on request: leave a snapshot at the last written frame so a restart resumes there.
-            self.state.save(self.write_index - 1, self.session.snapshot())
+            self.state.save(self.write_index - 1, self.pipeline.snapshot())
 
     def top_up(self) -> None:
         while self.next_read < len(self.work) and len(self.reads) < self.read_ahead:
@@ -198,7 +214,12 @@ class _Run:
 
     def step(self, frame: int, write: bool) -> None:
         """The next frame through the network; its files queued for the writers when it is written."""
-        plate, model_rgb, space = self.reads.popleft().result()
+        plate, model_rgb, space, sig = self.reads.popleft().result()
+        cuts = self.pipeline.cuts
+        if cuts.at(frame, sig):
+            self.session.reset()  # a new shot: nothing of the last one may carry over
+            if write:
+                self.pipeline.reporter.cut(frame, cuts.shot)
         sized = io_plan(self.session.device.type, plate.header.width * plate.header.height, self.cores)
         self.read_ahead, self.write_behind = sized.read_ahead, sized.write_behind
         self.top_up()
@@ -210,10 +231,10 @@ class _Run:
         fgr_np = fgr[0].permute(1, 2, 0).numpy()
         pha_np = pha[0, 0].numpy()
         ratio = self.session.ratio_for(plate.header.height, plate.header.width)
-        fut = self.writers.submit(self.writer.write, frame, plate, model_rgb, space, fgr_np, pha_np, ratio)
+        fut = self.writers.submit(self.writer.write, frame, plate, model_rgb, space, fgr_np, pha_np, ratio, cuts.shot)
         self.pending.append((self.write_index, frame, fut))
         if self.snapshot_every > 0 and (self.write_index + 1) % self.snapshot_every == 0:
-            self.snapshots.append((self.write_index, self.session.snapshot()))
+            self.snapshots.append((self.write_index, self.pipeline.snapshot()))
         self.write_index += 1
 
     def finish_writes(self, block_until: int) -> None:

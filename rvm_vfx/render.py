@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .allocator import retain_freed_memory
 from .color import ColorPipeline, load_config
+from .cuts import last_cut_at_or_before
 from .frame_pipeline import LARGE_FRAME_PIXELS, FramePipeline, IOPlan, WorkItem, io_plan, usable_cores
 from .job import Job
 from .model import MattingNetwork
@@ -79,6 +80,9 @@ def _plan(job: Job, source: FrameSource) -> _Plan:
         on_disk = source.frames()
         first = mapping[0][0]
         start = max(on_disk[0], first - job.preroll)  # clamped at the plate's first frame
+        cut = last_cut_at_or_before(job.cuts, first)
+        if cut is not None:
+            start = max(start, cut)  # and at the last listed cut: pre-roll never crosses into another shot
         if start < first:
             # Pre-roll only warms the state: a gap in it is held over rather than failing the render.
             preroll = resolve_frames(source, range(start, first), "hold")
@@ -161,7 +165,7 @@ def _work(
     start_index, snap = state.resume_point(plan.frames) if state is not None and ours else (0, None)
     preroll = plan.preroll
     if snap is not None:
-        pipeline.session.restore(snap)
+        pipeline.restore(snap)
         report.resumed_from = plan.frames[start_index - 1][0]
         preroll = []  # the snapshot is the warm state
     work = [(f, s, False) for f, s in preroll] + [(f, s, True) for f, s in plan.frames[start_index:]]

@@ -166,8 +166,10 @@ class FrameWriter:
         fgr: np.ndarray,
         pha: np.ndarray,
         downsample_ratio: float,
+        shot: int = 0,
     ) -> list[str]:
-        """Write ``frame`` from the network's ``fgr``/``pha`` and its plate; returns the paths written."""
+        """Write ``frame`` (of shot index ``shot``) from the network's ``fgr``/``pha`` and its plate; returns the
+        paths written."""
         job = self.job
         paths = output_paths(job, frame)
         for path in paths.values():
@@ -178,6 +180,7 @@ class FrameWriter:
             "rvm:checkpoint_sha256": self.checkpoint_sha256,
             "rvm:downsample_ratio": float(downsample_ratio),
             "rvm:preroll": int(job.preroll),
+            "rvm:shot": int(shot),  # 0-based: the number of cuts before this frame (``rvm_vfx.cuts``)
             "rvm:version": __version__,
             "rvm:input_colorspace": space,
             "rvm:source": plate.path,

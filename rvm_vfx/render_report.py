@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .spec.frames import format_frames
-from .spec.progress import WARNING, event
+from .spec.progress import CUT, WARNING, event
 
 log = logging.getLogger("rvm_vfx.render")  # a render's warnings, under the name callers filter on
 
@@ -36,6 +36,8 @@ class RenderReport:
     elapsed_s: float = 0.0
     input_colorspace: str = ""
     output_colorspace: str = ""
+    #: Written frames that started a new shot (listed or detected), in order.
+    cuts: list[int] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -56,6 +58,7 @@ class RenderReport:
             "fps": round(self.fps, 3),
             "input_colorspace": self.input_colorspace,
             "output_colorspace": self.output_colorspace,
+            "cuts": list(self.cuts),
         }
 
 
@@ -80,6 +83,13 @@ class Reporter:
             self.report.warnings.append(message)
         log.warning(message)
         self.send(WARNING, message=message)
+
+    def cut(self, frame: int, shot: int) -> None:
+        """A new shot starts at ``frame`` (called from the main loop, in frame order)."""
+        with self._lock:
+            self.report.cuts.append(frame)
+        log.info("cut at frame %d: shot %d starts, recurrent state reset", frame, shot)
+        self.send(CUT, frame=frame, shot=shot)
 
     def plate_read(self, nonfinite: int, clipped_fraction: float, colorspace: str) -> None:
         """Add one plate frame's figures (called from the reader threads)."""

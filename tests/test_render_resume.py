@@ -73,6 +73,7 @@ def _changed_values(tmp_path: Path) -> dict[str, Any]:
         "alpha_output": None,
         "fg_output": None,
         "preroll": 2,
+        "cuts": "1002",  # a cut (listed) where the default detects none: frame 1002 starts afresh
     }
 
 

@@ -90,9 +90,9 @@ def test_every_bad_value_is_named_with_its_field(changes: dict, message: str) ->
         ({"input": "a"}, "job: missing required field 'output'"),
         (
             {**BASE, "bogus": 1},
-            "job: unknown field 'bogus' (known fields: alpha_output, checkpoint, compression, device, downsample, "
-            "fg_output, frames, input, input_colorspace, layer, metadata, missing, name, ocio_config, output, "
-            "output_colorspace, output_mode, overwrite, precision, preroll, priority, schema_version, "
+            "job: unknown field 'bogus' (known fields: alpha_output, checkpoint, compression, cuts, device, "
+            "downsample, fg_output, frames, input, input_colorspace, layer, metadata, missing, name, ocio_config, "
+            "output, output_colorspace, output_mode, overwrite, precision, preroll, priority, schema_version, "
             "snapshot_every, start_frame)",
         ),
     ],
@@ -135,6 +135,10 @@ def test_the_first_bad_field_in_declaration_order_is_reported() -> None:
 # ------------------------------------------------------------------------------------------ schema versions
 
 
+#: Optional fields added since, without a new schema version (``schema``'s rule): older tickets get their defaults.
+ADDED_WITH_DEFAULTS = {"cuts": "auto"}
+
+
 def version_1_ticket() -> dict:
     """A ticket exactly as plugins wrote them before schema versions: every field, no ``schema_version``."""
     return {
@@ -169,7 +173,7 @@ def test_a_version_1_ticket_is_upgraded_and_keeps_every_value() -> None:
     original = json.loads(json.dumps(ticket))
     job = Job.from_dict(ticket, source="ticket")
     assert job.schema_version == schema.SCHEMA_VERSION == 2
-    assert {k: v for k, v in job.to_dict().items() if k != "schema_version"} == original
+    assert {k: v for k, v in job.to_dict().items() if k != "schema_version"} == {**original, **ADDED_WITH_DEFAULTS}
     assert ticket == original  # the caller's dict is not changed
     assert schema.version_of(ticket) == 1
     assert schema.upgrade(ticket) == {**original, "schema_version": 2}
@@ -299,6 +303,7 @@ def test_a_field_without_a_declaration_is_refused() -> None:
 
 #: A second value for every field that changes what the output frames hold.
 OTHER_PIXEL_VALUES = {
+    "cuts": "1012",
     "input": "b.####.exr",
     "output": "out/n.####.exr",
     "frames": "1-5",

@@ -13,6 +13,7 @@ from rvm_vfx.spec import progress
 from rvm_vfx.spec.errors import InputError
 from rvm_vfx.spec.progress import (
     CANCELLED,
+    CUT,
     DONE,
     ERROR,
     EVENTS,
@@ -56,8 +57,8 @@ class FlushCounter(io.StringIO):
 
 
 def test_the_event_names_and_their_fields() -> None:
-    assert tuple(EVENTS) == ("start", "progress", "warning", "done", "cancelled", "error")
-    assert (START, PROGRESS, WARNING, DONE, CANCELLED, ERROR) == tuple(EVENTS)
+    assert tuple(EVENTS) == ("start", "progress", "warning", "cut", "done", "cancelled", "error")
+    assert (START, PROGRESS, WARNING, CUT, DONE, CANCELLED, ERROR) == tuple(EVENTS)
     assert set(EVENTS[DONE].required) | set(EVENTS[DONE].optional) == set(REPORT_FIELDS)
     assert EVENTS[CANCELLED] == EVENTS[DONE]
 
@@ -72,7 +73,11 @@ def test_event_builds_what_goes_on_the_wire() -> None:
 @pytest.mark.parametrize(
     ("kind", "fields", "message"),
     [
-        ("finished", {}, "unknown progress event 'finished' (known: start, progress, warning, done, cancelled, error)"),
+        (
+            "finished",
+            {},
+            "unknown progress event 'finished' (known: start, progress, warning, cut, done, cancelled, error)",
+        ),
         (PROGRESS, {"done": 1}, "progress event 'progress': missing ['total'], unknown []"),
         (WARNING, {"message": "m", "level": 2}, "progress event 'warning': missing [], unknown ['level']"),
     ],

@@ -23,7 +23,7 @@ from rvm_vfx.errors import InputError
 from rvm_vfx.job import Job
 
 from .plates import write_sequence
-from .test_spec_job import version_1_ticket
+from .test_spec_job import ADDED_WITH_DEFAULTS, version_1_ticket
 from .test_worker_helpers import make_models_dir, make_plate, plate_frames
 
 # --------------------------------------------------------------------------- settings
@@ -277,7 +277,7 @@ def test_a_version_1_ticket_is_upgraded_with_every_value_kept(farm: dict[str, Pa
     assert job.schema_version == 2
     placed = {"input", "output", "alpha_output", "checkpoint"}  # made absolute inside the roots
     assert {k: v for k, v in job.to_dict().items() if k not in placed | {"schema_version"}} == {
-        k: v for k, v in old.items() if k not in placed
+        k: v for k, v in {**old, **ADDED_WITH_DEFAULTS}.items() if k not in placed
     }
     assert job.alpha_output == str(farm["out"].resolve() / "shot" / "a.####.exr")
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 START, PROGRESS, WARNING, DONE, CANCELLED, ERROR = "start", "progress", "warning", "done", "cancelled", "error"
+#: A new shot starts at ``frame`` (a cut, listed or detected): the state is reset there. Readers that do not
+#: know it skip it, as they skip any event they do not know.
+CUT = "cut"
 
 #: What a render reports when it ends (``RenderReport.to_dict``), in ``done`` and ``cancelled``.
 REPORT_FIELDS = (
@@ -33,6 +36,7 @@ REPORT_FIELDS = (
     "fps",
     "input_colorspace",
     "output_colorspace",
+    "cuts",
 )
 
 
@@ -49,6 +53,8 @@ EVENTS: Mapping[str, EventSpec] = {
     START: EventSpec(("total",), ("output", "resumed_from", "first", "last", "chunks")),
     PROGRESS: EventSpec(("done", "total"), ("frame", "fps", "eta_s", "chunks_done")),
     WARNING: EventSpec(("message",)),
+    # "cut": {"frame": the first frame of the new shot, "shot": its index in the render (0 is the first shot)}
+    CUT: EventSpec(("frame",), ("shot",)),
     DONE: EventSpec(("done", "total"), tuple(f for f in REPORT_FIELDS if f not in ("done", "total"))),
     CANCELLED: EventSpec(("done", "total"), tuple(f for f in REPORT_FIELDS if f not in ("done", "total"))),
     # "error": {"type": exception class name, "message": what to show}
@@ -142,6 +148,19 @@ class Event:
     @property
     def resumed_from(self) -> int | None:
         return _integer(self.fields.get("resumed_from"))
+
+    @property
+    def shot(self) -> int | None:
+        """A ``cut`` event's shot index."""
+        return _integer(self.fields.get("shot"))
+
+    @property
+    def cuts(self) -> list[int]:
+        """The cuts a ``done`` or ``cancelled`` report lists (frames that started a new shot)."""
+        value = self.fields.get("cuts")
+        if not isinstance(value, list):
+            return []
+        return [n for n in (_integer(v) for v in value) if n is not None]
 
     @property
     def message(self) -> str:

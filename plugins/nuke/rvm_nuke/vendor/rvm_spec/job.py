@@ -33,6 +33,8 @@ MISSING_MODES = ("error", "hold")
 OUTPUT_MODES = ("premultiplied", "alpha")
 #: OpenEXR's compressions as OpenImageIO spells them.
 COMPRESSIONS = ("zip", "zips", "piz", "dwaa", "dwab", "none", "rle", "pxr24", "b44", "b44a")
+#: ``cuts``: detect the cuts, or there are none; anything else lists the first frames of new shots.
+CUTS_AUTO, CUTS_NONE = "auto", "none"
 # A ticket is a small JSON document; anything bigger is a mistake or an attack.
 MAX_JOB_BYTES = 64 * 1024
 
@@ -47,6 +49,27 @@ def _downsample(value: str | float) -> None:
 
 def _frames(value: str) -> None:
     parse_frames(value)
+
+
+def parse_cuts(value: str) -> tuple[int, ...] | None:
+    """The frames a ``cuts`` list names (each the first frame of a new shot), sorted; None for auto/none."""
+    if value in (CUTS_AUTO, CUTS_NONE):
+        return None
+    frames = []
+    for part in value.split(","):
+        text = part.strip()
+        try:
+            frames.append(int(text))
+        except ValueError:
+            raise InputError(
+                f"expected 'auto', 'none' or frame numbers separated by commas (1012,1040), got {value!r}: "
+                f"{text!r} is not a frame number"
+            ) from None
+    return tuple(sorted(set(frames)))
+
+
+def _cuts(value: str) -> None:
+    parse_cuts(value)
 
 
 def _metadata(value: dict[Any, Any]) -> None:
@@ -157,6 +180,14 @@ class Job:
     )
     preroll: int = declare(
         0, help="frames run before the first one to warm the state", minimum=0, pixels=True, flag="--preroll"
+    )
+    # Each listed frame starts a new shot: the state is reset there and pre-roll never reaches back across it.
+    cuts: str = declare(
+        CUTS_AUTO,
+        help="shot cuts: auto (detect), none, or the first frames of new shots, e.g. 1012,1040",
+        pixels=True,
+        check=_cuts,
+        flag="--cuts",
     )
     overwrite: bool = declare(False, help="replace existing output frames", flag="--overwrite")
     snapshot_every: int = declare(
