@@ -81,6 +81,7 @@ def test_progress_text_and_percent():
     assert engine.progress_percent(ev("warning", message="x")) is None
     assert engine.progress_text(ev("start", total=12)) == "starting: 12 frames"
     assert engine.progress_text(ev("warning", message="NaN")) == "warning: NaN"
+    assert engine.progress_text(ev("cut", frame=1012, shot=1)) == "cut at frame 1012: shot 1 starts (memory reset)"
     assert engine.progress_text(ev("error", error={"type": "InputError", "message": "bad"})) == "bad"
     # A field of the wrong type degrades the text, never the host.
     assert engine.progress_text(ev("progress", frame="x", done=None, total=3, fps="fast")) == "frame ? (? of 3)"

@@ -27,6 +27,7 @@ from typing import Any
 from .vendor.rvm_spec.names import parse_temporary_frame_name
 from .vendor.rvm_spec.progress import (
     CANCELLED,
+    CUT,
     DONE,
     ERROR,
     PROGRESS,
@@ -205,6 +206,8 @@ def _event_text(event: Event) -> str:
         return text
     if kind == WARNING:
         return f"warning: {event.message}"
+    if kind == CUT:
+        return f"cut at frame {_shown(event.frame)}: shot {_shown(event.shot)} starts (memory reset)"
     if kind == DONE:
         return f"done: {done} frames"
     if kind == CANCELLED:
