@@ -32,6 +32,7 @@ from .fsutil import atomic_write_json
 from .layout import HEARTBEAT, LOG, REPORT, RUNS, Layout
 from .status import StatusFile
 from .ticket import Ticket, load_ticket
+from .timeline_ticket import TimelineTicket, render_timeline_ticket
 
 log = logging.getLogger(__name__)
 _PROBE_BYTES = 64 * 1024
@@ -80,7 +81,7 @@ class JobRunner:
             "started_at": time.time(),
             "mode": self.executor.mode,
         }
-        ticket: Ticket | None = None
+        ticket: Ticket | TimelineTicket | None = None
         heartbeat = Heartbeat(claim, self.config.heartbeat_interval, on_lost=stop.set)
         try:
             with heartbeat:
@@ -90,16 +91,11 @@ class JobRunner:
                 try:
                     ticket = load_ticket(job_dir, self.config)
                     record["validate_s"] = round(time.monotonic() - t0, 3)
-                    status.update(
-                        state="rendering",
-                        frames_total=len(ticket.frames),
-                        name=ticket.name,
-                        input=ticket.job.input,
-                        output=ticket.job.output,
-                        mode=self.executor.mode,
-                    )
-                    log.info("rendering %s -> %s (%d frames)", ticket.job.input, ticket.job.output, len(ticket.frames))
-                    outcome = self.executor.run(ticket, claim, stop, self._progress(status))
+                    if isinstance(ticket, TimelineTicket):
+                        status.update(state="rendering", frames_total=len(ticket.frames), name=ticket.name)
+                        outcome = render_timeline_ticket(ticket, self.executor, claim, stop, self._progress(status))
+                    else:
+                        outcome = self._render(ticket, claim, stop, status)
                 except Exception as exc:  # noqa: BLE001 - every failure of a job is filed, the worker goes on
                     if heartbeat.lost or claim.superseded():
                         return self._lost(claim, record, f"{type(exc).__name__}: {exc}")
@@ -116,6 +112,18 @@ class JobRunner:
                 return "done"
         finally:
             _detach_job_log(handler)
+
+    def _render(self, ticket: Ticket, claim: Claim, stop: threading.Event, status: StatusFile) -> Outcome:
+        status.update(
+            state="rendering",
+            frames_total=len(ticket.frames),
+            name=ticket.name,
+            input=ticket.job.input,
+            output=ticket.job.output,
+            mode=self.executor.mode,
+        )
+        log.info("rendering %s -> %s (%d frames)", ticket.job.input, ticket.job.output, len(ticket.frames))
+        return self.executor.run(ticket, claim, stop, self._progress(status))
 
     # ------------------------------------------------------------------ progress
 
@@ -214,7 +222,8 @@ class JobRunner:
         if ticket is not None:
             remove_temporary_frames(ticket)
             if cause == "output":
-                found = diagnose_output(Path(ticket.job.output).parent)
+                out = ticket.out_dir if isinstance(ticket, TimelineTicket) else Path(ticket.job.output).parent
+                found = diagnose_output(out)
                 if found is not None:
                     cause, detail = found
                     reason = f"{reason} [{detail}]"
@@ -253,7 +262,9 @@ class JobRunner:
             "warnings": list(status.data.get("warnings", [])),
             "runs": runs,
         }
-        if ticket is not None:
+        if isinstance(ticket, TimelineTicket):
+            report.update(ticket.report_fields())
+        elif ticket is not None:
             job = ticket.job
             report["job"] = job.to_dict()
             report["outputs"] = {
@@ -316,8 +327,12 @@ def remove_snapshots(state: Path) -> None:
             folder.rmdir()
 
 
-def remove_temporary_frames(ticket: Ticket) -> None:
+def remove_temporary_frames(ticket: Ticket | TimelineTicket) -> None:
     """Remove this job's temporary frame files left by a killed writer: no half frame outlives a job."""
+    if isinstance(ticket, TimelineTicket):
+        for _, clip in ticket.clips:
+            remove_temporary_frames(clip)
+        return
     wanted: dict[str, set[str]] = defaultdict(set)
     for pattern in ticket.job.outputs().values():
         for frame in ticket.frames:

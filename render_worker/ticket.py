@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rvm_vfx.errors import InputError
 from rvm_vfx.sequence import open_source, resolve_frames
@@ -34,6 +35,9 @@ from rvm_vfx.spec.names import is_ocio_address
 from .config import WorkerConfig
 from .fsutil import inside, real
 from .layout import DROP, DROP_TICKET, TICKET
+
+if TYPE_CHECKING:
+    from .timeline_ticket import TimelineTicket
 
 
 @dataclass
@@ -76,11 +80,15 @@ def read_ticket_file(path: Path) -> dict:
     return data
 
 
-def load_ticket(job_dir: Path, config: WorkerConfig) -> Ticket:
+def load_ticket(job_dir: Path, config: WorkerConfig) -> Ticket | TimelineTicket:
     """Read and validate the ticket of a claimed job folder (``ticket.json`` or ``drop/[job.json]``)."""
     drop = job_dir / DROP
     if (job_dir / TICKET).exists() or (job_dir / TICKET).is_symlink():
         data = read_ticket_file(job_dir / TICKET)
+        if "timeline" in data:  # an edit to matte clip by clip: its own fields, each clip a Job checked below
+            from .timeline_ticket import load_timeline_ticket
+
+            return load_timeline_ticket(data, config)
         kind, input_base, input_roots = "ticket", None, list(config.allow_input_roots)
     elif drop.is_symlink():
         raise InputError(
@@ -97,7 +105,19 @@ def load_ticket(job_dir: Path, config: WorkerConfig) -> Ticket:
         kind, input_base, input_roots = "folder", drop, [drop, *config.allow_input_roots]
     else:
         raise InputError("nothing to render: the job folder holds neither a ticket nor a dropped folder")
-    job = Job.from_dict(data, source="ticket")
+    return check_job(Job.from_dict(data, source="ticket"), config, kind, input_base, input_roots)
+
+
+def check_job(
+    job: Job,
+    config: WorkerConfig,
+    kind: str = "ticket",
+    input_base: Path | None = None,
+    input_roots: list[Path] | None = None,
+) -> Ticket:
+    """A Job confined to the worker's places, its checkpoint resolved and its frames counted: the checks every
+    Job the worker renders goes through, a ticket's or one clip's of a timeline ticket."""
+    input_roots = list(config.allow_input_roots) if input_roots is None else input_roots
     job = _place_paths(job, config, input_base, input_roots)
     checkpoint = resolve_checkpoint(job.checkpoint, config)
     job = dataclasses.replace(
