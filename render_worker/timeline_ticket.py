@@ -226,6 +226,7 @@ def render_timeline_ticket(
         finished.add(shot.folder)
         atomic_write_json(done_file, sorted(finished))
     rendered = {shot.index: shot for shot in ticket.rendered}
+    ticket.out_dir.mkdir(parents=True, exist_ok=True)  # no clip may have made it: all media missing
     write_timeline(matte_timeline(ticket.timeline, ticket.track_index, rendered, ticket.out_dir), ticket.target)
     if ticket.missing:
         named = "; ".join(clip.describe() for clip in ticket.missing)

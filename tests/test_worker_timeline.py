@@ -7,6 +7,7 @@ The edit is built with the opentimelineio API over a real PNG plate; the worker 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -241,3 +242,40 @@ def test_a_good_timeline_ticket_checks_each_clip_job_like_a_ticket(edit_farm: di
     assert clip.job.output == str(edit_farm["out"].resolve() / "cut01_mattes" / "sh010" / "sh010.####.exr")
     assert clip.checkpoint == edit_farm["models"].resolve() / "rvm" / "model.json"
     assert (clip.frames, clip.job.downsample, clip.job.device) == ([1002, 1003, 1004, 1005], 0.5, "cpu")
+
+
+class _StopsAtClip:
+    """An executor that renders nothing: it records the clips asked for and reports a stop at one of them."""
+
+    mode = "local"
+
+    def __init__(self, stop_at: str | None) -> None:
+        self.stop_at = stop_at
+        self.ran: list[str] = []
+
+    def run(self, ticket, claim, stop, progress):
+        from render_worker.executor_local import Outcome
+
+        folder = Path(ticket.job.output).parent.name
+        self.ran.append(folder)
+        return Outcome(report={}, stopped=folder == self.stop_at, frames_written=[])
+
+
+def test_a_stopped_timeline_job_resumes_at_its_first_unfinished_clip(farm: dict[str, Path]) -> None:
+    from render_worker.claim import Claim
+    from render_worker.timeline_ticket import render_timeline_ticket
+
+    shot = farm["plates"] / "shotA"
+    _edit(farm["plates"] / "edit" / "cut01.otio", _clip("sh010", shot, 1003, 2), _clip("sh020", shot, 1008, 2))
+    claim = Claim(farm["root"] / "active" / "cut-1", "w1", 1)
+    claim.job_dir.mkdir(parents=True)
+    first, second = _StopsAtClip("sh020"), _StopsAtClip(None)
+    stopped = render_timeline_ticket(_load(farm, TICKET), first, claim, threading.Event(), lambda event: None)
+    assert stopped.stopped and first.ran == ["sh010", "sh020"]
+    assert not (farm["out"] / "cut01_mattes" / "cut01.otio").exists()  # written by the attempt that finishes
+    assert json.loads((claim.job_dir / "timeline_clips.json").read_text()) == ["sh010"]
+    ticket = _load(farm, TICKET)
+    finished = render_timeline_ticket(ticket, second, claim, threading.Event(), lambda event: None)
+    assert not finished.stopped and second.ran == ["sh020"]
+    assert [c["state"] for c in ticket.report_fields()["timeline"]["clips"]] == ["rendered", "rendered"]
+    assert (farm["out"] / "cut01_mattes" / "cut01.otio").is_file()
