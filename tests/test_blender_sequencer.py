@@ -101,6 +101,7 @@ def sequencer_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "checkpoint": str(TFJS_MODEL),
         "plate_files": [str(p) for p in plates],
         "movie": str(make_movie(work / "movie.mp4", plates)),
+        "shot_files": [str(p) for p in make_plate(work / "shots", name="shot")],
         "plate_start": PLATE_START,
         "trim": list(TRIM),
         "scene_frames": 20,
@@ -213,3 +214,52 @@ def test_movie_strip_trimmed_and_offset(sequencer_run: dict) -> None:
     exr = read(os.path.join(matte["directory"], "movie_rvm.0003.exr"))
     color = read(sequencer_run["image"]["renders"]["color"])
     np.testing.assert_allclose(read(run["render"])[..., :3], _expected_over(exr, color), atol=TOLERANCE)
+
+
+def test_several_selected_strips_each_get_their_matte(sequencer_run: dict) -> None:
+    run = sequencer_run["multi"]
+    assert run["result"] == ["FINISHED"], run["error"]
+    # "Plate" (channel 2, frames 11-12: 1002, 1003) again, and "Shot" (channel 6, frames 14-15: 1001, 1002);
+    # the selected, active colour strip is passed over.
+    expected = {
+        "plate": ("RVM Matte (Plate)", 3, 11, 13, ["plate_rvm.1002.exr", "plate_rvm.1003.exr"]),
+        "shot": ("RVM Matte (Shot)", 7, 14, 16, ["shot_rvm.1001.exr", "shot_rvm.1002.exr"]),
+    }
+    for label, (name, channel, start, end, elements) in expected.items():
+        plate, mattes = run[label], run[f"{label}_mattes"]
+        assert (plate["frame_final_start"], plate["frame_final_end"]) == (start, end)
+        assert len(mattes) == 1, mattes
+        matte = mattes[0]
+        assert (matte["name"], matte["channel"], matte["frame_final_start"], matte["frame_final_end"]) == (
+            name,
+            channel,
+            start,
+            end,
+        )
+        assert matte["elements"] == elements
+        assert all(os.path.isfile(os.path.join(matte["directory"], e)) for e in elements)
+    assert run["plate_mattes"][0]["directory"] != run["shot_mattes"][0]["directory"]
+
+
+def test_one_unsupported_strip_refuses_the_whole_selection(sequencer_run: dict) -> None:
+    refused = sequencer_run["multi_refused"]
+    assert refused["result"] == ["CANCELLED"]
+    assert refused["error"].startswith(
+        "Error: RVM Matte: strip 'Movie' plays its frames reversed: switch off Reverse Frames, or "
+    ), refused["error"]
+    # Refused before any engine started: no matte of "Shot" on disk or in the channel above it.
+    assert refused["channel_7"] == [] and refused["shot_mattes"] == []
+
+
+def test_esc_stops_the_current_strip_and_the_rest(sequencer_run: dict) -> None:
+    case = sequencer_run["multi"]["modal_cancel"]
+    assert case["order"] == ["Plate", "Movie", "Shot"]  # lowest channel first
+    assert case["result"] == ["CANCELLED"] and case["operator_free_again"]
+    prefixes = sorted({status.split(": ")[0] for status in case["statuses"]})
+    assert prefixes == ["strip 1 of 3 (Plate)", "strip 2 of 3 (Movie)"], case["statuses"]
+    plate_code, movie_code, shot_code = case["exit_codes"]
+    assert plate_code == 0 and isinstance(movie_code, int) and shot_code == "the engine was never started"
+    messages = [message for _, message in case["reports"]]
+    assert messages[0].startswith("RVM Matte: 2 frames in ") and messages[0].endswith("→ RVM Matte (Plate)")
+    assert messages[-1].startswith("RVM Matte cancelled: ") and "movie" in messages[-1], messages
+    assert case["channel_7"] == ["RVM Matte (Shot)"]  # the earlier run's matte, untouched

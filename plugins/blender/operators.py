@@ -346,77 +346,134 @@ def _set_status(context: bpy.types.Context, text: str | None) -> None:
 
 
 class EngineOperator:
-    """The running of an :class:`EngineRun` as a Blender operator, shared by the compositor and the sequencer.
+    """The running of :class:`EngineRun` s as a Blender operator, shared by the compositor and the sequencer.
 
-    ``execute()`` (scripts, ``blender -b``) waits for the engine; ``invoke()`` pumps it from a timer with a
-    progress bar, the status line and Esc to cancel. A subclass says which run it makes (``make_run``).
+    ``make_runs`` builds every run first, so that a bad one refuses the whole operator before any engine
+    starts; the runs then go one after another. ``execute()`` (scripts, ``blender -b``) waits for each;
+    ``invoke()`` pumps them from a timer with a progress bar, the status line ("strip 2 of 3") and Esc,
+    which stops the current engine and drops the rest (what already finished stays wired).
     """
 
+    #: What one run mattes, for the status line when there are several ("strip 2 of 3").
+    run_noun = "plate"
     _timer: Any = None
     _run: EngineRun | None = None
+    _queue: list[EngineRun] = []
+    _count = _started = 0
 
     def make_run(self, context: bpy.types.Context) -> EngineRun:
         raise NotImplementedError
+
+    def make_runs(self, context: bpy.types.Context) -> list[EngineRun]:
+        return [self.make_run(context)]
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return context.scene is not None and _active is None
 
-    def _prepare(self, context: bpy.types.Context) -> EngineRun | None:
+    def _prepare(self, context: bpy.types.Context) -> bool:
+        """Build (and so validate) every run; report and refuse the operator when any one is refused."""
         try:
-            run = self.make_run(context)
-            run.start()
+            runs = self.make_runs(context)
         except RunError as exc:
             self.report({"ERROR"}, f"RVM Matte: {exc}")
+            return False
+        self._queue, self._count, self._started = list(runs), len(runs), 0
+        return True
+
+    def _start_next(self) -> EngineRun | None:
+        """Start the next queued run; None when the queue is empty or it could not start (reported)."""
+        global _active
+        if not self._queue:
             return None
+        run = self._queue.pop(0)
+        self._started += 1
+        try:
+            run.start()
+        except RunError as exc:
+            self._queue = []
+            self.report({"ERROR"}, f"RVM Matte: {self._label(run)}{exc}")
+            return None
+        self._run = _active = run
         return run
+
+    def _label(self, run: EngineRun) -> str:
+        if self._count < 2:
+            return ""
+        return f"{self.run_noun} {self._started} of {self._count} ({run.source_name}): "
+
+    def _finish(self, context: bpy.types.Context, run: EngineRun, code: int) -> set[str]:
+        """End one run; a run that did not finish stops the rest (a cancel, a failure)."""
+        result = run.finish(context, code, self.report)
+        if result != {"FINISHED"}:
+            self._queue = []
+        return result
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         global _active
-        run = self._prepare(context)
-        if run is None:
+        if not self._prepare(context):
             return {"CANCELLED"}
-        _active = run
-        try:
-            code = run.engine.wait()
-        finally:
-            _active = None
-        return run.finish(context, code, self.report)
+        result = {"CANCELLED"}
+        while self._queue:
+            run = self._start_next()
+            if run is None:
+                return {"CANCELLED"}
+            try:
+                code = run.engine.wait()
+            finally:
+                _active = None
+            result = self._finish(context, run, code)
+        return result
 
     def invoke(self, context: bpy.types.Context, event: Any) -> set[str]:
-        global _active
         if context.window is None:  # no UI to keep alive (background mode): the synchronous path
             return self.execute(context)
-        run = self._prepare(context)
+        if not self._prepare(context):
+            return {"CANCELLED"}
+        run = self._start_next()
         if run is None:
             return {"CANCELLED"}
-        self._run = _active = run
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.2, window=context.window)
         wm.modal_handler_add(self)
         wm.progress_begin(0, 1000)
-        _set_status(context, run.status_line)
+        self._show(context, run)
         return {"RUNNING_MODAL"}
+
+    def _show(self, context: bpy.types.Context, run: EngineRun) -> None:
+        fraction = (self._started - 1 + run.engine.state.fraction) / max(self._count, 1)
+        context.window_manager.progress_update(int(fraction * 1000))
+        _set_status(context, f"{self._label(run)}{run.status_line}")
 
     def modal(self, context: bpy.types.Context, event: Any) -> set[str]:
         run = self._run
         assert run is not None
         if event.type == "ESC" and event.value == "PRESS":
+            self._queue = []  # Esc stops this run and everything after it
             run.cancel()
-            _set_status(context, run.status_line)
+            self._show(context, run)
             return {"RUNNING_MODAL"}
         if event.type != "TIMER":  # (other operators' timers only make us look a little more often)
             return {"PASS_THROUGH"}
         code = run.pump()
         if code is None:
-            context.window_manager.progress_update(int(run.engine.state.fraction * 1000))
-            _set_status(context, run.status_line)
+            self._show(context, run)
             return {"PASS_THROUGH"}
+        global _active
+        _active = None
+        result = self._finish(context, run, code)
+        if self._queue:
+            following = self._start_next()
+            if following is not None:
+                self._show(context, following)
+                return {"PASS_THROUGH"}
+            result = {"CANCELLED"}
         self._end(context)
-        return run.finish(context, code, self.report)
+        return result
 
     def cancel(self, context: bpy.types.Context) -> None:
         """Blender is closing the operator (file load, quit): never leave an engine running behind it."""
+        self._queue = []
         if self._run is not None:
             self._run.engine.kill()
         self._end(context)
@@ -424,6 +481,7 @@ class EngineOperator:
     def _end(self, context: bpy.types.Context) -> None:
         global _active
         _active = None
+        self._queue = []
         wm = context.window_manager
         if self._timer is not None:
             wm.event_timer_remove(self._timer)

@@ -1,4 +1,4 @@
-"""The Video Sequencer side: matte the selected movie or image strip, add the EXR matte in the channel above.
+"""The Video Sequencer side: matte the selected movie/image strips, add each EXR matte in the channel above.
 
 Every sequencer API difference between Blender 4.2-4.x and 5.x is here (5.0 renamed ``sequences`` to
 ``strips`` and ``selected_sequences`` to ``selected_strips``); the engine run itself (job, subprocess,
@@ -33,26 +33,26 @@ def all_strips(editor: Any) -> Any:
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
 
 
-def chosen_strip(scene: Any) -> Any:
-    """The one selected movie or image strip (the active one when it is selected); refused otherwise."""
+def chosen_strips(scene: Any) -> list[Any]:
+    """The selected movie and image plate strips, bottom channel first, then by time.
+
+    Other selected strips (colour, effects, sound, RVM mattes) are passed over, as an editor expects of a
+    mixed selection; a selection holding none of the plate kind is refused, naming a strip of it.
+    """
     editor = scene.sequence_editor
     if editor is None or not len(top_strips(editor)):
         raise RunError("the scene has no Video Sequencer strips: add the plate as a movie or image strip")
     selected = [s for s in top_strips(editor) if s.select]
     if not selected:
         raise RunError("no strip selected: select the plate's movie or image strip in the Video Sequencer")
-    active = editor.active_strip
-    if active is not None and active.select:
-        strip = active
-    elif len(selected) == 1:
-        strip = selected[0]
-    else:
-        raise RunError(f"{len(selected)} strips are selected and none is active: make the plate's strip active")
-    if strip.type not in _KINDS:
-        raise RunError(f"strip {strip.name!r} is a {strip.type.lower()} strip: select a movie or image strip")
-    if strip.get(_MATTE_OF_KEY):
+    plates = [s for s in selected if s.type in _KINDS and not s.get(_MATTE_OF_KEY)]
+    if not plates:
+        active = editor.active_strip
+        strip = active if active is not None and active.select else selected[0]
+        if strip.type not in _KINDS:
+            raise RunError(f"strip {strip.name!r} is a {strip.type.lower()} strip: select a movie or image strip")
         raise RunError(f"strip {strip.name!r} is an RVM matte: select the plate's strip")
-    return strip
+    return sorted(plates, key=lambda s: (s.channel, s.frame_final_start, s.name))
 
 
 def strip_id(strip: Any) -> str:
@@ -97,10 +97,9 @@ def strip_plate(strip: Any) -> tuple[jobspec.Plate, list[int]]:
 class SequencerRun(EngineRun):
     """A sequencer matte: the frames of one strip that the timeline shows, matted, then stacked above it."""
 
-    def __init__(self, context: bpy.types.Context) -> None:
+    def __init__(self, context: bpy.types.Context, strip: Any) -> None:
         scene = context.scene
         python = operators.engine_python(context)
-        strip = chosen_strip(scene)
         try:
             _check_timing(scene, strip)
             window = jobspec.strip_window(
@@ -153,6 +152,18 @@ class SequencerRun(EngineRun):
         return add_matte_strip(scene, plate, files, self.window, self.matte_colorspace)
 
 
+def _check_distinct_outputs(runs: list[SequencerRun]) -> None:
+    """Two selected strips of one plate would write (and overwrite) the same matte files: refuse them."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        other = seen.setdefault(run.output, run.strip_name)
+        if other != run.strip_name:
+            raise RunError(
+                f"strips {other!r} and {run.strip_name!r} show the same plate {run.plate.input}: their mattes "
+                "would overwrite each other; select one of them"
+            )
+
+
 def add_matte_strip(
     scene: Any, plate: Any, files: list[str], window: jobspec.StripWindow, colorspace: str | None
 ) -> Any:
@@ -186,14 +197,18 @@ def sequencer_is_linear(scene: Any) -> bool:
 
 
 class RVM_OT_sequencer_matte(EngineOperator, bpy.types.Operator):
-    """Matte the people in the selected movie or image strip and add the matte as a strip in the channel above"""
+    """Matte the people in the selected movie or image strips and add each matte as a strip in the channel above"""
 
     bl_idname = "rvm.sequencer_matte"
     bl_label = "RVM Matte Strip"
     bl_options = {"REGISTER", "UNDO"}
 
-    def make_run(self, context: bpy.types.Context) -> EngineRun:
-        return SequencerRun(context)
+    run_noun = "strip"
+
+    def make_runs(self, context: bpy.types.Context) -> list[EngineRun]:
+        runs = [SequencerRun(context, strip) for strip in chosen_strips(context.scene)]
+        _check_distinct_outputs(runs)
+        return runs
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         self._warn_colorspace(context)

@@ -194,7 +194,9 @@ class _ModalHost:
     def __init__(self, run: Any, operator_cls: Any) -> None:
         self._run, self._timer = run, None
         self.reports: list[list[Any]] = []
-        self._end = types.MethodType(operator_cls._end, self)
+        self._queue, self._count, self._started = [], 1, 1  # one run, already started: what invoke() leaves
+        for name in ("_end", "_finish", "_start_next", "_show", "_label"):
+            setattr(self, name, types.MethodType(getattr(operator_cls, name), self))
 
     def report(self, kind: set[str], message: str) -> None:
         self.reports.append([sorted(kind), message])

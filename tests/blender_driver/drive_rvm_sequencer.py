@@ -8,12 +8,15 @@ sequencer's output to float EXR (all strips; the plate muted; plate and matte mu
 
 from __future__ import annotations
 
+import glob
 import importlib.metadata
 import json
 import os
 import sys
 import tempfile
+import time
 import traceback
+import types
 from typing import Any
 
 import bpy
@@ -84,6 +87,90 @@ def renders(config: dict[str, Any], scene: Any, plate: Any, matte: Any, label: s
     return out
 
 
+def multi_cases(config: dict[str, Any], scene: Any, plate: Any, movie: Any, color: Any) -> tuple[dict, dict]:
+    """Several strips selected: a reversed movie among them refuses them all; without it both images matte.
+
+    "Shot" is a second plate in channel 6 at frames 14-15 (its last image trimmed), selected with "Plate"
+    (channel 2, frames 11-12) and the colour strip, which is active and passed over.
+    """
+    shot = strips(scene).new_image(name="Shot", filepath=config["shot_files"][0], channel=6, frame_start=14)
+    for path in config["shot_files"][1:]:
+        shot.elements.append(os.path.basename(path))
+    shot.colorspace_settings.name = "sRGB"
+    shot.frame_offset_end = 1
+    chosen = (plate, shot, movie, color)
+    for strip in strips(scene):
+        strip.select = strip in chosen
+    scene.sequence_editor.active_strip = color
+    movie.use_reverse_frames = True
+    refused = run_operator()
+    refused["channel_7"] = [s.name for s in strips(scene) if s.channel == 7]
+    refused["shot_mattes"] = glob.glob(os.path.join(config["work_dir"], "**", "shot_rvm*"), recursive=True)
+    movie.use_reverse_frames = False
+    movie.select = False
+    multi = run_operator()
+    for label, strip, channel in (("plate", plate, 3), ("shot", shot, 7)):
+        matte = [s for s in strips(scene) if s.channel == channel]
+        multi[label] = describe_strip(strip)
+        multi[f"{label}_mattes"] = [describe_strip(m) for m in matte]
+    multi["modal_cancel"] = modal_cancel_case(scene, plate, movie, shot)
+    return refused, multi
+
+
+class _ModalHost:
+    """Stands in for the operator instance Blender would make (no windows, so no event loop, in the PyPI
+    bpy): TIMER and ESC events go by hand to the operator's own, unchanged ``modal()``."""
+
+    def __init__(self, operator_cls: Any, runs: list[Any]) -> None:
+        self.run_noun, self._timer, self._run = operator_cls.run_noun, None, None
+        self._queue, self._count, self._started = list(runs), len(runs), 0
+        self.reports: list[list[Any]] = []
+        for name in ("_end", "_finish", "_start_next", "_show", "_label"):
+            setattr(self, name, types.MethodType(getattr(operator_cls, name), self))
+
+    def report(self, kind: set[str], message: str) -> None:
+        self.reports.append([sorted(kind), message])
+
+
+def exit_code(engine: Any) -> int | str | None:
+    try:
+        return engine.poll()
+    except Exception as exc:  # the add-on's EngineError: the engine was never started
+        return str(exc)
+
+
+def modal_cancel_case(scene: Any, plate: Any, movie: Any, shot: Any) -> dict[str, Any]:
+    """Three strips through the interactive path; Esc once the second one's engine runs: the third never starts."""
+    sequencer = sys.modules[MODULE + ".sequencer"]
+    operator_cls = sequencer.RVM_OT_sequencer_matte
+    for strip in strips(scene):
+        strip.select = strip in (plate, movie, shot)
+    runs = operator_cls.make_runs(None, bpy.context)
+    host = _ModalHost(operator_cls, runs)
+    assert host._start_next() is runs[0]
+    timer, esc = (types.SimpleNamespace(type=t, value=v) for t, v in (("TIMER", "NOTHING"), ("ESC", "PRESS")))
+    statuses, outcome, deadline = [], None, time.monotonic() + 300
+    while outcome is None and time.monotonic() < deadline:
+        if host._run is runs[1] and runs[1].cancelled_at is None:
+            assert operator_cls.modal(host, bpy.context, esc) == {"RUNNING_MODAL"}
+        result = operator_cls.modal(host, bpy.context, timer)
+        if result != {"PASS_THROUGH"}:
+            outcome = sorted(result)
+        # What _show() puts on the status line (the workspace's, absent here).
+        status = f"{host._label(host._run)}{host._run.status_line}" if outcome is None else None
+        if status and (not statuses or statuses[-1] != status):
+            statuses.append(status)
+    return {
+        "order": [run.strip_name for run in runs],
+        "result": outcome,
+        "reports": host.reports,
+        "statuses": statuses,
+        "exit_codes": [exit_code(run.engine) for run in runs],
+        "operator_free_again": sys.modules[MODULE + ".operators"]._active is None,
+        "channel_7": [s.name for s in strips(scene) if s.channel == 7],
+    }
+
+
 def main() -> None:
     config_path, result_path = sys.argv[-2:]
     with open(config_path, encoding="utf-8") as handle:
@@ -141,6 +228,8 @@ def main() -> None:
         result["movie"]["render"] = render_frame(
             scene, config["movie_render_frame"], os.path.join(config["work_dir"], "movie_matte_over_color.exr")
         )
+        movie.mute = False
+        result["multi_refused"], result["multi"] = multi_cases(config, scene, plate, movie, color)
         import addon_utils  # on sys.path only once bpy is imported
 
         addon_utils.disable(MODULE, default_set=True)
