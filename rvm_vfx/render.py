@@ -89,15 +89,6 @@ def _plan(job: Job, source: FrameSource) -> _Plan:
     return _Plan(preroll=preroll, frames=mapping)
 
 
-def _refuse_unsafe_targets(job: Job) -> None:
-    """The output-target check on the job's own plate and frame range, before anything else is built."""
-    source = open_source(job.input, layer=job.layer, start_frame=job.start_frame)
-    try:
-        check_output_targets(job, source, [frame for frame, _ in _plan(job, source).frames])
-    finally:
-        source.close()
-
-
 def _colour(job: Job) -> tuple[ColorPipeline, str]:
     """The job's OCIO config and its output space, with both colour-space fields checked against it."""
     color = ColorPipeline(load_config(job.ocio_config))
@@ -125,22 +116,24 @@ def render(
 
     Tunes the process's allocator for frame-sized buffers on first use (see ``rvm_vfx.allocator``)."""
     retain_freed_memory()
-    _refuse_unsafe_targets(job)
-    if model is None:
-        model, checkpoint_sha256 = cached_model(job.checkpoint)
-    color, output_space = _colour(job)
-    reporter = Reporter(progress)
-    started = time.perf_counter()
-    pipeline = FramePipeline(job, model, color, reporter, stop)
-    writer = FrameWriter(job, color, output_space, model, checkpoint_sha256 or "")
-    state = StateFolder(state_dir, job) if state_dir else None
+    # The plate is opened and planned once; its output targets are checked before the model loads or
+    # anything is read or written.
     source = open_source(job.input, layer=job.layer, start_frame=job.start_frame)
     try:
         plan = _plan(job, source)
+        out_frames = [frame for frame, _ in plan.frames]
+        check_output_targets(job, source, out_frames)
+        if model is None:
+            model, checkpoint_sha256 = cached_model(job.checkpoint)
+        color, output_space = _colour(job)
+        reporter = Reporter(progress)
+        started = time.perf_counter()
+        pipeline = FramePipeline(job, model, color, reporter, stop)
+        writer = FrameWriter(job, color, output_space, model, checkpoint_sha256 or "")
+        state = StateFolder(state_dir, job) if state_dir else None
         reporter.report.total = len(plan.frames)
         reporter.report.output_colorspace = output_space
         work, start_index = _work(job, plan, pipeline, state, reporter.report)
-        out_frames = [frame for frame, _ in plan.frames]
         reporter.send(
             START,
             total=len(out_frames),
