@@ -20,6 +20,7 @@ import torch
 from .. import __version__
 from ..errors import InputError, OutputError, RvmError, write_error
 from ..model import STATE_CHANNELS, MattingNetwork
+from ..session import network_for_precision
 from .cattery import CatteryMatting
 from .frame import STATE_STRIDES, FixedRatioFrame, RecurrentFrame, state_shapes
 
@@ -91,10 +92,11 @@ def check_destination(out: Path, overwrite: bool) -> None:
 
 
 def recurrent_frame(model: MattingNetwork, dtype: torch.dtype = torch.float32) -> RecurrentFrame:
-    """A copy of ``model`` as one recurrent step, in ``dtype`` except the refiner (float32, see RecurrentFrame)."""
-    frame = RecurrentFrame(copy.deepcopy(model).cpu().eval()).eval()
-    frame = frame.to(dtype)
-    frame.refiner.float()
+    """A copy of ``model`` as one recurrent step, its weights held as the engine's session holds them for
+    ``dtype``: half for fp16 except the refiner's, which stay float32 (``session.network_for_precision``)."""
+    precision = "fp16" if dtype == torch.float16 else "fp32"
+    net = network_for_precision(copy.deepcopy(model).eval(), torch.device("cpu"), precision)
+    frame = RecurrentFrame(net).eval()
     for parameter in frame.parameters():
         parameter.requires_grad_(False)
     return frame
