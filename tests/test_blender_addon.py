@@ -101,11 +101,19 @@ def blender_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "render_frame": RENDER_FRAME,
         "background": BACKGROUND,
     }
+    result = run_driver(DRIVER, work, config)
+    result["plates"] = [str(p) for p in plates]
+    result["shot_plates"] = {"shot_a": [str(p) for p in shot_a], "shot_b": [str(p) for p in shot_b]}
+    return result
+
+
+def run_driver(driver: Path, work: Path, config: dict) -> dict:
+    """Run a driver script inside real bpy with ``config``; its result, or a failure showing Blender's output."""
     (work / "config.json").write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "OCIO")}
     env["BLENDER_USER_RESOURCES"] = str(work / "blender_user")  # never touch the real Blender profile
     proc = subprocess.run(
-        [str(BLENDER_PYTHON), str(DRIVER), str(work / "config.json"), str(work / "result.json")],
+        [str(BLENDER_PYTHON), str(driver), str(work / "config.json"), str(work / "result.json")],
         capture_output=True,
         text=True,
         env=env,
@@ -114,8 +122,6 @@ def blender_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert proc.returncode == 0 and (work / "result.json").exists(), proc.stdout[-4000:] + proc.stderr[-4000:]
     result = json.loads((work / "result.json").read_text())
     assert "driver_error" not in result, result["driver_error"] + proc.stdout[-4000:]
-    result["plates"] = [str(p) for p in plates]
-    result["shot_plates"] = {"shot_a": [str(p) for p in shot_a], "shot_b": [str(p) for p in shot_b]}
     return result
 
 

@@ -8,9 +8,7 @@ engine's EXR matte composited by hand in linear.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +17,17 @@ import pytest
 
 from .blender_driver.addon_package import addon_module
 from .conftest import ROOT, TFJS_MODEL, require_blender_python
-from .test_blender_addon import ADDON, BLENDER_PYTHON, HEIGHT, WIDTH, make_movie, make_plate, read, srgb_to_linear
+from .test_blender_addon import (
+    ADDON,
+    BLENDER_PYTHON,
+    HEIGHT,
+    WIDTH,
+    make_movie,
+    make_plate,
+    read,
+    run_driver,
+    srgb_to_linear,
+)
 
 jobspec = addon_module("jobspec")
 DRIVER = ROOT / "tests" / "blender_driver" / "drive_rvm_sequencer.py"
@@ -111,19 +119,7 @@ def sequencer_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "render_frame": RENDER_FRAME,
         "movie_render_frame": MOVIE_RENDER_FRAME,
     }
-    (work / "config.json").write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "OCIO")}
-    env["BLENDER_USER_RESOURCES"] = str(work / "blender_user")
-    proc = subprocess.run(
-        [str(BLENDER_PYTHON), str(DRIVER), str(work / "config.json"), str(work / "result.json")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0 and (work / "result.json").exists(), proc.stdout[-4000:] + proc.stderr[-4000:]
-    result = json.loads((work / "result.json").read_text())
-    assert "driver_error" not in result, result["driver_error"] + proc.stdout[-4000:]
+    result = run_driver(DRIVER, work, config)
     result["plates"] = [str(p) for p in plates]
     return result
 
