@@ -583,6 +583,21 @@ ADDED_MATTE_FLAGS = {
     "cuts": _flag(
         ("--cuts",), "shot cuts: auto (detect), none, or the first frames of new shots, e.g. 1012,1040", "auto"
     ),
+    "warmup": _flag(
+        ("--warmup",), "frames of the shot played in reverse before its first frame to warm the state", 0, type=int
+    ),
+    "passes": _flag(
+        ("--passes",),
+        "forward, or bidirectional: also run backward and combine both mattes per frame",
+        "forward",
+        ("forward", "bidirectional"),
+    ),
+    "postroll": _flag(
+        ("--postroll",),
+        "frames after the last one run (in reverse) to warm the backward pass (bidirectional only)",
+        0,
+        type=int,
+    ),
 }
 
 

@@ -73,6 +73,9 @@ def _changed_values(tmp_path: Path) -> dict[str, Any]:
         "alpha_output": None,
         "fg_output": None,
         "preroll": 2,
+        "warmup": 2,
+        "passes": "bidirectional",
+        "postroll": 1,  # beyond the plate's end: clamped, yet a different job
         "cuts": "1002",  # a cut (listed) where the default detects none: frame 1002 starts afresh
     }
 

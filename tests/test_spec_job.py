@@ -92,8 +92,8 @@ def test_every_bad_value_is_named_with_its_field(changes: dict, message: str) ->
             {**BASE, "bogus": 1},
             "job: unknown field 'bogus' (known fields: alpha_output, checkpoint, compression, cuts, device, "
             "downsample, fg_output, frames, input, input_colorspace, layer, metadata, missing, name, ocio_config, "
-            "output, output_colorspace, output_mode, overwrite, precision, preroll, priority, schema_version, "
-            "snapshot_every, start_frame)",
+            "output, output_colorspace, output_mode, overwrite, passes, postroll, precision, preroll, priority, "
+            "schema_version, snapshot_every, start_frame, warmup)",
         ),
     ],
 )
@@ -136,7 +136,7 @@ def test_the_first_bad_field_in_declaration_order_is_reported() -> None:
 
 
 #: Optional fields added since, without a new schema version (``schema``'s rule): older tickets get their defaults.
-ADDED_WITH_DEFAULTS = {"cuts": "auto"}
+ADDED_WITH_DEFAULTS = {"cuts": "auto", "warmup": 0, "passes": "forward", "postroll": 0}
 
 
 def version_1_ticket() -> dict:
@@ -322,6 +322,9 @@ OTHER_PIXEL_VALUES = {
     "alpha_output": "out/a.####.exr",
     "fg_output": "out/f.####.exr",
     "preroll": 10,
+    "warmup": 8,
+    "passes": "bidirectional",
+    "postroll": 10,
 }
 OTHER_VALUES = {"overwrite": True, "snapshot_every": 5, "name": "shot", "priority": 9, "metadata": {"host": "nuke"}}
 

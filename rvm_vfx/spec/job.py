@@ -34,6 +34,8 @@ OUTPUT_MODES = ("premultiplied", "alpha")
 COMPRESSIONS = ("zip", "zips", "piz", "dwaa", "dwab", "none", "rle", "pxr24", "b44", "b44a")
 #: ``cuts``: detect the cuts, or there are none; anything else lists the first frames of new shots.
 CUTS_AUTO, CUTS_NONE = "auto", "none"
+#: ``passes``: the recurrent network run forward only, or also backward with the two results combined per frame.
+PASSES = ("forward", "bidirectional")
 # A ticket is a small JSON document; anything bigger is a mistake or an attack.
 MAX_JOB_BYTES = 64 * 1024
 
@@ -179,6 +181,35 @@ class Job:
     )
     preroll: int = declare(
         0, help="frames run before the first one to warm the state", minimum=0, pixels=True, flag="--preroll"
+    )
+    warmup: int = declare(
+        0,
+        help="frames of the shot played in reverse before its first frame to warm the state",
+        minimum=0,
+        pixels=True,
+        flag="--warmup",
+    )
+    passes: str = declare(
+        "forward",
+        help="forward, or bidirectional: also run backward and combine both mattes per frame",
+        choices=PASSES,
+        pixels=True,
+        flag="--passes",
+    )
+    postroll: int = declare(
+        0,
+        help="frames after the last one run (in reverse) to warm the backward pass (bidirectional only)",
+        minimum=0,
+        pixels=True,
+        flag="--postroll",
+    )
+    # Each listed frame starts a new shot: the state is reset there and pre-roll never reaches back across it.
+    cuts: str = declare(
+        CUTS_AUTO,
+        help="shot cuts: auto (detect), none, or the first frames of new shots, e.g. 1012,1040",
+        pixels=True,
+        check=_cuts,
+        flag="--cuts",
     )
     # Each listed frame starts a new shot: the state is reset there and pre-roll never reaches back across it.
     cuts: str = declare(
