@@ -598,6 +598,19 @@ ADDED_MATTE_FLAGS = {
         0,
         type=int,
     ),
+    "garbage_matte": _flag(("--garbage-matte",), "garbage matte sequence: alpha forced to 0 where it is 1"),
+    "garbage_channel": _flag(
+        ("--garbage-channel",), "garbage matte's channel (default: A, else the only channel, else R)"
+    ),
+    "invert_garbage": _flag(("--invert-garbage",), "use 1 - the garbage matte", False, action="store_true"),
+    "core_matte": _flag(("--core-matte",), "core matte sequence: alpha forced to 1 where it is 1"),
+    "core_channel": _flag(("--core-channel",), "core matte's channel (default: A, else the only channel, else R)"),
+    "invert_core": _flag(("--invert-core",), "use 1 - the core matte", False, action="store_true"),
+    "holdout_matte": _flag(("--holdout-matte",), "hold-out matte sequence: alpha multiplied by 1 - it"),
+    "holdout_channel": _flag(
+        ("--holdout-channel",), "hold-out matte's channel (default: A, else the only channel, else R)"
+    ),
+    "invert_holdout": _flag(("--invert-holdout",), "use 1 - the hold-out matte", False, action="store_true"),
 }
 
 

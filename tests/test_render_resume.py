@@ -77,6 +77,16 @@ def _changed_values(tmp_path: Path) -> dict[str, Any]:
         "passes": "bidirectional",
         "postroll": 1,  # beyond the plate's end: clamped, yet a different job
         "cuts": "1002",  # a cut (listed) where the default detects none: frame 1002 starts afresh
+        # The plate copy works as a matte (RGB, no A: its R channel by default).
+        "garbage_matte": str(tmp_path / "copy" / "plate.####.exr"),
+        "garbage_channel": "G",
+        "invert_garbage": True,
+        "core_matte": str(tmp_path / "copy" / "plate.####.exr"),
+        "core_channel": "G",
+        "invert_core": True,
+        "holdout_matte": str(tmp_path / "copy" / "plate.####.exr"),
+        "holdout_channel": "G",
+        "invert_holdout": True,
     }
 
 

@@ -90,10 +90,11 @@ def test_every_bad_value_is_named_with_its_field(changes: dict, message: str) ->
         ({"input": "a"}, "job: missing required field 'output'"),
         (
             {**BASE, "bogus": 1},
-            "job: unknown field 'bogus' (known fields: alpha_output, checkpoint, compression, cuts, device, "
-            "downsample, fg_output, frames, input, input_colorspace, layer, metadata, missing, name, ocio_config, "
-            "output, output_colorspace, output_mode, overwrite, passes, postroll, precision, preroll, priority, "
-            "schema_version, snapshot_every, start_frame, warmup)",
+            "job: unknown field 'bogus' (known fields: alpha_output, checkpoint, compression, core_channel, "
+            "core_matte, cuts, device, downsample, fg_output, frames, garbage_channel, garbage_matte, "
+            "holdout_channel, holdout_matte, input, input_colorspace, invert_core, invert_garbage, invert_holdout, "
+            "layer, metadata, missing, name, ocio_config, output, output_colorspace, output_mode, overwrite, passes, "
+            "postroll, precision, preroll, priority, schema_version, snapshot_every, start_frame, warmup)",
         ),
     ],
 )
@@ -136,7 +137,15 @@ def test_the_first_bad_field_in_declaration_order_is_reported() -> None:
 
 
 #: Optional fields added since, without a new schema version (``schema``'s rule): older tickets get their defaults.
-ADDED_WITH_DEFAULTS = {"cuts": "auto", "warmup": 0, "passes": "forward", "postroll": 0}
+ADDED_WITH_DEFAULTS = {
+    "cuts": "auto",
+    "warmup": 0,
+    "passes": "forward",
+    "postroll": 0,
+    **{f"{kind}_matte": None for kind in ("garbage", "core", "holdout")},
+    **{f"{kind}_channel": None for kind in ("garbage", "core", "holdout")},
+    **{f"invert_{kind}": False for kind in ("garbage", "core", "holdout")},
+}
 
 
 def version_1_ticket() -> dict:
@@ -261,9 +270,12 @@ def test_the_path_fields_and_their_kinds() -> None:
         "ocio_config": fields.OCIO_CONFIG,
         "alpha_output": fields.OUTPUT,
         "fg_output": fields.OUTPUT,
+        "garbage_matte": fields.PLATE,
+        "core_matte": fields.PLATE,
+        "holdout_matte": fields.PLATE,
     }
     assert OUTPUT_FIELDS == fields_of_kind(fields.OUTPUT) == ("output", "alpha_output", "fg_output")
-    assert fields_of_kind(fields.PLATE) == ("input",)
+    assert fields_of_kind(fields.PLATE) == ("input", "garbage_matte", "core_matte", "holdout_matte")
 
 
 def test_outputs_lists_the_patterns_a_job_writes() -> None:
@@ -325,6 +337,15 @@ OTHER_PIXEL_VALUES = {
     "warmup": 8,
     "passes": "bidirectional",
     "postroll": 10,
+    "garbage_matte": "g.####.png",
+    "garbage_channel": "R",
+    "invert_garbage": True,
+    "core_matte": "c.####.exr",
+    "core_channel": "A",
+    "invert_core": True,
+    "holdout_matte": "h.####.tif",
+    "holdout_channel": "Y",
+    "invert_holdout": True,
 }
 OTHER_VALUES = {"overwrite": True, "snapshot_every": 5, "name": "shot", "priority": 9, "metadata": {"host": "nuke"}}
 

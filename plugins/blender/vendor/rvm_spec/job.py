@@ -212,14 +212,49 @@ class Job:
         check=_cuts,
         flag="--cuts",
     )
-    # Each listed frame starts a new shot: the state is reset there and pre-roll never reaches back across it.
-    cuts: str = declare(
-        CUTS_AUTO,
-        help="shot cuts: auto (detect), none, or the first frames of new shots, e.g. 1012,1040",
+    # Mattes: image sequences numbered like the plate, applied to alpha after the network (core, then hold-out,
+    # then garbage, which wins). The channel is read by name; None: A if present, else the only channel, else R.
+    garbage_matte: str | None = declare(
+        None,
+        help="garbage matte sequence: alpha forced to 0 where it is 1",
+        path=PLATE,
         pixels=True,
-        check=_cuts,
-        flag="--cuts",
+        flag="--garbage-matte",
     )
+    garbage_channel: str | None = declare(
+        None,
+        help="garbage matte's channel (default: A, else the only channel, else R)",
+        pixels=True,
+        nonempty=True,
+        flag="--garbage-channel",
+    )
+    invert_garbage: bool = declare(False, help="use 1 - the garbage matte", pixels=True, flag="--invert-garbage")
+    core_matte: str | None = declare(
+        None, help="core matte sequence: alpha forced to 1 where it is 1", path=PLATE, pixels=True, flag="--core-matte"
+    )
+    core_channel: str | None = declare(
+        None,
+        help="core matte's channel (default: A, else the only channel, else R)",
+        pixels=True,
+        nonempty=True,
+        flag="--core-channel",
+    )
+    invert_core: bool = declare(False, help="use 1 - the core matte", pixels=True, flag="--invert-core")
+    holdout_matte: str | None = declare(
+        None,
+        help="hold-out matte sequence: alpha multiplied by 1 - it",
+        path=PLATE,
+        pixels=True,
+        flag="--holdout-matte",
+    )
+    holdout_channel: str | None = declare(
+        None,
+        help="hold-out matte's channel (default: A, else the only channel, else R)",
+        pixels=True,
+        nonempty=True,
+        flag="--holdout-channel",
+    )
+    invert_holdout: bool = declare(False, help="use 1 - the hold-out matte", pixels=True, flag="--invert-holdout")
     overwrite: bool = declare(False, help="replace existing output frames", flag="--overwrite")
     snapshot_every: int = declare(
         0, help="written frames between resume snapshots (0: none)", minimum=0, flag="--snapshot-every"
