@@ -264,11 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .editorial.cli import add_commands as add_editorial_commands
     from .export.cli import add_commands as add_export_commands
+    from .finetune.cli import add_commands as add_finetune_commands
     from .quality.cli import add_commands as add_quality_commands
 
     add_quality_commands(sub)
     add_export_commands(sub)
     add_editorial_commands(sub)
+    add_finetune_commands(sub)
     return parser
 
 

@@ -17,9 +17,12 @@ from rvm_vfx.spec.progress import (
     DONE,
     ERROR,
     EVENTS,
+    FINETUNE_REPORT_FIELDS,
     PROGRESS,
     REPORT_FIELDS,
     START,
+    TRAIN,
+    VALIDATION,
     WARNING,
     Event,
     EventWriter,
@@ -57,9 +60,10 @@ class FlushCounter(io.StringIO):
 
 
 def test_the_event_names_and_their_fields() -> None:
-    assert tuple(EVENTS) == ("start", "progress", "warning", "cut", "done", "cancelled", "error")
-    assert (START, PROGRESS, WARNING, CUT, DONE, CANCELLED, ERROR) == tuple(EVENTS)
-    assert set(EVENTS[DONE].required) | set(EVENTS[DONE].optional) == set(REPORT_FIELDS)
+    assert tuple(EVENTS) == ("start", "progress", "warning", "cut", "train", "validation", "done", "cancelled", "error")
+    assert (START, PROGRESS, WARNING, CUT, TRAIN, VALIDATION, DONE, CANCELLED, ERROR) == tuple(EVENTS)
+    # A render's report, or a fine-tuning run's (tests/test_finetune_spec.py).
+    assert set(EVENTS[DONE].required) | set(EVENTS[DONE].optional) == set(REPORT_FIELDS) | set(FINETUNE_REPORT_FIELDS)
     assert EVENTS[CANCELLED] == EVENTS[DONE]
 
 
@@ -76,7 +80,8 @@ def test_event_builds_what_goes_on_the_wire() -> None:
         (
             "finished",
             {},
-            "unknown progress event 'finished' (known: start, progress, warning, cut, done, cancelled, error)",
+            "unknown progress event 'finished' "
+            "(known: start, progress, warning, cut, train, validation, done, cancelled, error)",
         ),
         (PROGRESS, {"done": 1}, "progress event 'progress': missing ['total'], unknown []"),
         (WARNING, {"message": "m", "level": 2}, "progress event 'warning': missing [], unknown ['level']"),

@@ -100,6 +100,8 @@ class JobField:
     spec: FieldSpec
     default: Any = None
     factory: Callable[[], Any] | None = None
+    #: What the field belongs to, as its messages name it: ``job field 'X'``, ``finetune field 'X'``.
+    owner: str = "job"
 
     @property
     def pixels(self) -> bool:
@@ -131,7 +133,7 @@ class JobField:
         if not ok:
             expected = " or ".join(TYPE_NAMES[t] for t in self.types)
             got = TYPE_NAMES.get(type(value), type(value).__name__)
-            raise InputError(f"job field '{self.name}': expected {expected}, got {got} ({value!r})")
+            raise InputError(f"{self.owner} field '{self.name}': expected {expected}, got {got} ({value!r})")
 
     def check_value(self, value: Any) -> None:
         """The value rules, for a value of the right type; None (where allowed) passes."""
@@ -140,7 +142,7 @@ class JobField:
         try:
             self._check_value(value)
         except InputError as exc:
-            raise InputError(f"job field '{self.name}': {exc}") from None
+            raise InputError(f"{self.owner} field '{self.name}': {exc}") from None
 
     def check_name(self, value: Any) -> None:
         """An output's file name rule (``.exr``), for a value that passed ``check_value``.
@@ -153,7 +155,7 @@ class JobField:
         try:
             check_output_extension(value)
         except InputError as exc:
-            raise InputError(f"job field '{self.name}': {exc}") from None
+            raise InputError(f"{self.owner} field '{self.name}': {exc}") from None
 
     def _check_value(self, value: Any) -> None:
         spec = self.spec
@@ -177,8 +179,8 @@ def check_output_extension(value: str) -> None:
         )
 
 
-def job_fields(cls: type) -> tuple[JobField, ...]:
-    """The declared fields of a Job dataclass, in declaration order."""
+def job_fields(cls: type, owner: str = "job") -> tuple[JobField, ...]:
+    """The declared fields of a Job (or another declared) dataclass, in declaration order."""
     out = []
     for f in dataclasses.fields(cls):
         spec = f.metadata.get(_SPEC)
@@ -188,5 +190,5 @@ def job_fields(cls: type) -> tuple[JobField, ...]:
         factory = None if f.default_factory is dataclasses.MISSING else f.default_factory
         required = f.default is dataclasses.MISSING and factory is None
         annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        out.append(JobField(f.name, types_of(annotation), required, spec, default, factory))
+        out.append(JobField(f.name, types_of(annotation), required, spec, default, factory, owner))
     return tuple(out)

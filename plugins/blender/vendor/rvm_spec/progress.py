@@ -20,6 +20,12 @@ START, PROGRESS, WARNING, DONE, CANCELLED, ERROR = "start", "progress", "warning
 #: A new shot starts at ``frame`` (a cut, listed or detected): the state is reset there. Readers that do not
 #: know it skip it, as they skip any event they do not know.
 CUT = "cut"
+#: ``rvm-vfx finetune``: a training step done (``iteration`` of ``total``, the step's ``loss``), and a held-out
+#: keyframe's leave-one-out result (its MAD x 1e3 before and after training on the other keyframes).
+TRAIN, VALIDATION = "train", "validation"
+#: What a fine-tuning run reports when it ends, in ``done`` and ``cancelled`` (beside ``done`` and ``total``,
+#: the iterations run and planned): the checkpoint and its JSON sidecar written.
+FINETUNE_REPORT_FIELDS = ("checkpoint", "sidecar", "loss", "elapsed_s", "stopped", "validation", "warnings")
 
 #: What a render reports when it ends (``RenderReport.to_dict``), in ``done`` and ``cancelled``.
 REPORT_FIELDS = (
@@ -40,6 +46,12 @@ REPORT_FIELDS = (
 )
 
 
+def _report_fields() -> tuple[str, ...]:
+    """The optional fields of ``done`` and ``cancelled``: a render's report, or a fine-tuning run's."""
+    fields = [f for f in REPORT_FIELDS if f not in ("done", "total")]
+    return tuple(fields + [f for f in FINETUNE_REPORT_FIELDS if f not in fields])
+
+
 @dataclass(frozen=True)
 class EventSpec:
     """An event's fields: those every sender includes, and those only some do (the worker's Dask executor
@@ -50,13 +62,19 @@ class EventSpec:
 
 
 EVENTS: Mapping[str, EventSpec] = {
-    START: EventSpec(("total",), ("output", "resumed_from", "first", "last", "chunks")),
-    PROGRESS: EventSpec(("done", "total"), ("frame", "fps", "eta_s", "chunks_done")),
+    # "pass": a bidirectional render's pass, "backward" (run first) or "forward" (writes the frames); each starts
+    # with its own "start" event and counts its own frames.
+    START: EventSpec(("total",), ("output", "resumed_from", "first", "last", "chunks", "pass")),
+    PROGRESS: EventSpec(("done", "total"), ("frame", "fps", "eta_s", "chunks_done", "pass")),
     WARNING: EventSpec(("message",)),
     # "cut": {"frame": the first frame of the new shot, "shot": its index in the render (0 is the first shot)}
     CUT: EventSpec(("frame",), ("shot",)),
-    DONE: EventSpec(("done", "total"), tuple(f for f in REPORT_FIELDS if f not in ("done", "total"))),
-    CANCELLED: EventSpec(("done", "total"), tuple(f for f in REPORT_FIELDS if f not in ("done", "total"))),
+    # "train": {"iteration": steps done, "total": steps planned, "loss": that step's loss, "eta_s", "elapsed_s",
+    # "phase": "train", or "validation" while a leave-one-out fold trains (its steps count in the same total)}
+    TRAIN: EventSpec(("iteration", "total", "loss"), ("eta_s", "elapsed_s", "phase")),
+    VALIDATION: EventSpec(("keyframe", "mad_before", "mad_after"), ("iterations",)),
+    DONE: EventSpec(("done", "total"), _report_fields()),
+    CANCELLED: EventSpec(("done", "total"), _report_fields()),
     # "error": {"type": exception class name, "message": what to show}
     ERROR: EventSpec(("error",)),
 }
@@ -193,9 +211,44 @@ class Event:
         return str(error or self.fields.get("message") or "unknown error")
 
     @property
+    def iteration(self) -> int | None:
+        """A ``train`` event's steps done."""
+        return _integer(self.fields.get("iteration"))
+
+    @property
+    def loss(self) -> float | None:
+        """A ``train`` event's loss."""
+        return _number(self.fields.get("loss"))
+
+    @property
+    def keyframe(self) -> int | None:
+        """A ``validation`` event's held-out keyframe."""
+        return _integer(self.fields.get("keyframe"))
+
+    @property
+    def mad_before(self) -> float | None:
+        return _number(self.fields.get("mad_before"))
+
+    @property
+    def mad_after(self) -> float | None:
+        return _number(self.fields.get("mad_after"))
+
+    @property
+    def checkpoint(self) -> str:
+        """The checkpoint a fine-tuning ``done`` (or ``cancelled``) wrote ("" when it names none)."""
+        value = self.fields.get("checkpoint")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def sidecar(self) -> str:
+        """The JSON sidecar written beside that checkpoint."""
+        value = self.fields.get("sidecar")
+        return value if isinstance(value, str) else ""
+
+    @property
     def fraction(self) -> float | None:
-        """How far the render is, in [0, 1] (0 at ``start``); None when the event does not say."""
-        done = 0 if self.kind == START else self.done
+        """How far the render (or training) is, in [0, 1] (0 at ``start``); None when the event does not say."""
+        done = 0 if self.kind == START else self.iteration if self.kind == TRAIN else self.done
         total = self.total
         if done is None or not total or total <= 0:
             return None
