@@ -88,7 +88,7 @@ class Knob(_Strict):
         self._tooltip = ""
         self._command = ""
         self._flags: set[int] = set()
-        self._seen = types.SimpleNamespace(executed=0, range=None, history=[])
+        self._seen = types.SimpleNamespace(executed=0, range=None, history=[], input=None)
 
     def name(self) -> str:
         return self._name
@@ -136,6 +136,10 @@ class Knob(_Strict):
     def setRange(self, low: float, high: float) -> None:
         self._seen.range = (low, high)
 
+    def setInput(self, number: int) -> None:
+        """A channel knob lists the channels of this input of its node."""
+        self._seen.input = number
+
     def command(self) -> str:
         return self._command
 
@@ -178,7 +182,7 @@ def _knob_factory(fake: FakeNuke, api_class: str, default: Any) -> Any:
 
 KNOB_CLASSES = {
     "String_Knob": "", "File_Knob": "", "Int_Knob": 0, "Double_Knob": 0.0, "Boolean_Knob": False,
-    "Enumeration_Knob": "", "PyScript_Knob": None, "Tab_Knob": None, "Text_Knob": "",
+    "Enumeration_Knob": "", "PyScript_Knob": None, "Tab_Knob": None, "Text_Knob": "", "Channel_Knob": "none",
 }  # fmt: skip
 
 # Knobs each node class is born with: name -> (knob class, default, allowed values).
@@ -196,7 +200,15 @@ _CLASS_KNOBS: dict[str, dict[str, tuple[str, Any, tuple[str, ...]]]] = {
         "file": ("File_Knob", "", ()), "file_type": ("Enumeration_Knob", "", ()),
         "channels": ("ChannelMask_Knob", "rgb", ()), "datatype": ("Enumeration_Knob", "", ()),
         "compression": ("Enumeration_Knob", "", ()), "colorspace": ("Enumeration_Knob", "default", ()),
-        "create_directories": ("Boolean_Knob", False, ()), "disable": ("Disable_Knob", False, ()),
+        "create_directories": ("Boolean_Knob", False, ()), "raw": ("Boolean_Knob", False, ()),
+        "disable": ("Disable_Knob", False, ()),
+    },
+    # A Group's input i is its Input node whose number is i (Nuke numbers them in the order they are made).
+    "Input": {"number": ("Int_Knob", 0, ()), "disable": ("Disable_Knob", False, ())},
+    # Copy: channel from0 of input 1 (A) into channel to0 of input 0 (B).
+    "Copy": {
+        "from0": ("Channel_Knob", "rgba.alpha", ()), "to0": ("Channel_Knob", "rgba.alpha", ()),
+        "disable": ("Disable_Knob", False, ()),
     },
     "Switch": {"which": ("Double_Knob", 0, ()), "disable": ("Disable_Knob", False, ())},
     "Group": {
@@ -467,6 +479,8 @@ class FakeNuke:
         self._counter += 1
         node = Node(self, klass, name or f"{klass}{self._counter}")
         parent = self._context[-1]
+        if klass == "Input":
+            node["number"].setValue(sum(1 for child in parent._children if child._class == "Input"))
         node._parent = parent
         parent._children.append(node)
         self._run_on_create(node)

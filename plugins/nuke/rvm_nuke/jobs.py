@@ -68,8 +68,36 @@ KnobSpec = namedtuple("KnobSpec", "name kind label default choices tooltip")
 
 def _field_enum(name: str, label: str) -> KnobSpec:
     """A menu knob that is a Job field as it is: the engine's default, values and help."""
+    return _field_knob(name, "enum", label)
+
+
+def _field_knob(name: str, kind: str, label: str) -> KnobSpec:
+    """A knob that is a Job field as it is: the engine's default, values and help."""
     field = FIELDS_BY_NAME[name]
-    return KnobSpec(name, "enum", label, field.default, field.choices, field.help[:1].upper() + field.help[1:] + ".")
+    return KnobSpec(name, kind, label, field.default, field.choices, _sentence(field.help))
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+#: The node's optional matte inputs, in input order after the plate's; each is named as its Job fields start
+#: (``garbage_matte``, ``garbage_channel``, ``invert_garbage``).
+MATTES = ("garbage", "core", "holdout")
+#: What Nuke's channel knob holds when no channel is picked: the engine's own choice of channel then applies.
+NO_CHANNEL = "none"
+
+
+def _matte_knobs(name: str) -> tuple[KnobSpec, KnobSpec]:
+    """The channel menu and invert box of one matte input: the engine's help, and its default as Nuke spells it."""
+    matte, channel = FIELDS_BY_NAME[f"{name}_matte"], FIELDS_BY_NAME[f"{name}_channel"]
+    tooltip = (
+        f"{_sentence(matte.help)} From the node's '{name}' input, when one is connected. "
+        f"{_sentence(channel.help)} 'none' leaves that choice to the engine."
+    )
+    default = NO_CHANNEL if channel.default is None else channel.default
+    invert = _field_knob(f"invert_{name}", "bool", "invert")
+    return KnobSpec(channel.name, "channel", f"{name} channel", default, (), tooltip), invert
 
 
 #: Every knob of the node, in panel order. ``node.py`` creates them from this table and reads settings
@@ -86,6 +114,8 @@ KNOBS = (
              "Resolution the network sees, as a fraction of the plate (0, 1]. Lower is faster and coarser."),
     KnobSpec("preroll", "int", "pre-roll", 0, (),
              "Frames run before the first rendered frame to warm the network's memory, then thrown away."),
+    _field_knob("warmup", "int", "warm-up"),
+    _field_enum("passes", "passes"),
     _field_enum("device", "device"),
     _field_enum("precision", "precision"),
     KnobSpec("input_colorspace", "string", "input colour space", "", (),
@@ -96,6 +126,7 @@ KNOBS = (
              "Frames to render, e.g. 1001-1100. Empty: the input's frame range."),
     KnobSpec("output_mode", "enum", "output mode", "premultiplied RGBA", tuple(OUTPUT_MODES),
              "Premultiplied RGBA (foreground times alpha), or the alpha channel alone."),
+    *(knob for name in MATTES for knob in _matte_knobs(name)),
     KnobSpec("engine_python", "file", "engine Python", "", (),
              "Python of the environment where rvm-vfx and torch are installed. Empty: the preference "
              f"(Preferences > RVM), else ${ENGINE_PYTHON_ENV}, else the rvm-vfx command on PATH."),
@@ -107,7 +138,7 @@ KNOBS = (
 )  # fmt: skip
 
 #: Kinds whose knobs hold a setting (the rest are buttons and labels).
-VALUE_KINDS = ("file", "string", "enum", "bool", "double", "int")
+VALUE_KINDS = ("file", "string", "enum", "bool", "double", "int", "channel")
 
 #: Preferences > RVM, in panel order: the tab, then the settings that are per machine, not per script.
 PREFERENCES = (
@@ -146,7 +177,7 @@ def normalise_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
         if spec.kind not in VALUE_KINDS or raw.get(spec.name) is None:
             continue
         value = raw[spec.name]
-        if spec.kind in ("file", "string"):
+        if spec.kind in ("file", "string", "channel"):
             value = str(value).strip()
         elif spec.kind == "enum":
             value = str(value)
@@ -511,6 +542,101 @@ def precomp_write_knobs(source: Source) -> list[tuple[str, Any]]:
     ]
 
 
+# ------------------------------------------------------------------------------------------- mattes
+
+
+@dataclass
+class MatteSource:
+    """One connected matte input as the engine reads it: a plain Read's own sequence, or the precomp of it.
+
+    ``channel`` is the channel the engine reads in ``input``; ``pick`` is the Nuke channel the precomp copies
+    into alpha (``NO_CHANNEL``: the precomp keeps every channel, and the engine picks as it always does).
+    """
+
+    name: str
+    input: str
+    channel: str | None = None
+    invert: bool = False
+    pick: str = NO_CHANNEL
+    precomp: bool = False
+    reason: str = ""
+
+    @property
+    def subject(self) -> str:
+        return f"the {self.name} input"
+
+
+def matte_problem(klass: str, knobs: Mapping[str, Any], pick: str) -> str | None:
+    """Why a matte input is precomped rather than read directly (None: the engine reads the Read's files).
+
+    A plain Read of an image sequence is read as it is only while no channel is picked: Nuke's channel
+    names (``rgba.red`` shows a grey file's only channel) are not the file's, so a picked channel is
+    rendered by Nuke, which knows what it shows. A movie is precomped so its frames are numbered as Nuke shows them.
+    """
+    problem = plain_read_problem(klass, knobs)
+    if problem is None and is_video(str(knobs.get("file") or "")):
+        problem = "the Read shows a movie"
+    if problem is None and pick != NO_CHANNEL:
+        problem = f"channel {pick} is picked"
+    return problem
+
+
+def matte_source(
+    name: str,
+    klass: str,
+    knobs: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    *,
+    output: str,
+    node_name: str,
+    script_path: str,
+    env: Mapping[str, str] | None = None,
+) -> MatteSource:
+    """A connected matte input: its files when a plain Read shows them as they are, else its precomp."""
+    s = normalise_settings(settings)
+    pick = s[f"{name}_channel"] or NO_CHANNEL
+    invert = bool(s[f"invert_{name}"])
+    problem = matte_problem(klass, knobs, pick)
+    if problem is None:
+        return MatteSource(name, absolute(str(knobs["file"]).strip(), script_path, env), invert=invert)
+    pattern = slash(os.path.join(os.path.dirname(output), "precomp", f"{safe_name(node_name)}.{name}.####.exr"))
+    # The precomp writes the picked channel as its alpha, and only that: the engine reads A.
+    channel = None if pick == NO_CHANNEL else "A"
+    reason = problem.replace("the input is", "it is", 1)  # said after the input's name: "the core input: it is ..."
+    return MatteSource(name, pattern, channel, invert, pick, precomp=True, reason=reason)
+
+
+def matte_precomp_write_knobs(matte: MatteSource) -> list[tuple[str, Any]]:
+    """The Write that renders a matte input for the engine: half-float EXR, raw (a matte is data, never converted).
+
+    With a channel picked the Write takes the alpha it was copied into; without, every channel the input
+    has, so the engine finds A when the input has one, as it would in the input's own files.
+    """
+    return [
+        ("file", matte.input),
+        ("file_type", "exr"),
+        ("channels", "all" if matte.pick == NO_CHANNEL else "alpha"),
+        ("datatype", "16 bit half"),
+        ("compression", "Zip (1 scanline)"),
+        ("raw", True),
+        ("create_directories", True),
+    ]
+
+
+def matte_fields(mattes: Iterable[MatteSource]) -> dict[str, Any]:
+    """The Job fields of the connected matte inputs; an unconnected one keeps the engine's defaults."""
+    fields: dict[str, Any] = {}
+    for matte in mattes:
+        fields.update(
+            {
+                f"{matte.name}_matte": matte.input,
+                f"{matte.name}_channel": matte.channel,
+                f"invert_{matte.name}": matte.invert,
+            }
+        )
+    return fields
+
+
 # ----------------------------------------------------------------------------------------------- jobs
 
 
@@ -543,6 +669,7 @@ def build_job(
     name: str | None = None,
     env: Mapping[str, str] | None = None,
     metadata: Mapping[str, str] | None = None,
+    mattes: Iterable[MatteSource] = (),
 ) -> dict[str, Any]:
     """Knob values and the input as the engine's Job, as the dict a job file or a ticket holds.
 
@@ -568,6 +695,9 @@ def build_job(
             input_colorspace=source.colorspace,
             output_mode=OUTPUT_MODES[s["output_mode"]],
             preroll=s["preroll"],
+            warmup=s["warmup"],
+            passes=s["passes"],
+            **matte_fields(mattes),
             overwrite=bool(overwrite),
             name=name or node_name,
             priority=int(s["farm_priority"]) if farm else 0,

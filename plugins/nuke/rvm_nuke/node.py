@@ -69,6 +69,7 @@ def create_node() -> Any:
     group.setName(NODE_NAME, uncollide=True)
     add_knobs(group)
     build_internals(group)
+    link_channel_knobs(group)
     if selected is not None:
         group.setInput(0, selected)
     update_enabled(group)
@@ -99,6 +100,8 @@ def add_knobs(group: Any) -> None:
             knob.setRange(0.05, 1.0)
         elif spec.kind == "int":
             knob = nuke.Int_Knob(spec.name, spec.label)
+        elif spec.kind == "channel":
+            knob = nuke.Channel_Knob(spec.name, spec.label)
         elif spec.kind == "button":
             if spec.name == "render":
                 group.addKnob(nuke.Text_Knob(DIVIDER_KNOB, ""))  # Nuke draws a Text_Knob without a label as a line
@@ -121,9 +124,15 @@ def add_knobs(group: Any) -> None:
 
 
 def build_internals(group: Any) -> None:
-    """Input -> Switch(0); matte Read -> Switch(1) -> Output. Until a matte exists the node passes through."""
+    """Input -> Switch(0); matte Read -> Switch(1) -> Output. Until a matte exists the node passes through.
+
+    The optional matte inputs (``garbage``, ``core``, ``holdout``) are Inputs too, connected to nothing inside:
+    only their precomp Writes read them, while a render runs.
+    """
     with group:
         source = nuke.nodes.Input(name=INPUT_NAME)
+        for name in jobs.MATTES:
+            nuke.nodes.Input(name=name)
         read = nuke.nodes.Read(name=READ_NAME)
         switch = nuke.nodes.Switch(name=SWITCH_NAME)
         switch.setInput(0, source)
@@ -131,6 +140,20 @@ def build_internals(group: Any) -> None:
         switch["which"].setValue(0)
         output = nuke.nodes.Output(name=OUTPUT_NAME)
         output.setInput(0, switch)
+
+
+def link_channel_knobs(group: Any) -> None:
+    """Each matte's channel menu lists the channels of its own input."""
+    for name in jobs.MATTES:
+        number = _input_number(group, name)
+        if number is not None:
+            group[f"{name}_channel"].setInput(number)
+
+
+def _input_number(group: Any, name: str) -> int | None:
+    """The Group's input that the Input node ``name`` is (None: a node made before that input existed)."""
+    source = group.node(name)
+    return None if source is None else int(source["number"].value())
 
 
 def knob_changed(group: Any, knob: Any) -> None:
@@ -263,6 +286,7 @@ class Plan:
     read_colorspace: str
     settings: dict[str, Any]
     engine_ocio: str | None = None
+    mattes: list[jobs.MatteSource] = field(default_factory=list)
 
 
 def make_plan(group: Any, *, farm: bool = False, name: str | None = None) -> Plan:
@@ -277,18 +301,28 @@ def make_plan(group: Any, *, farm: bool = False, name: str | None = None) -> Pla
     upstream = group.input(0)
     if upstream is None:
         raise jobs.PluginError(f"Connect the plate to the input of {node_name}.")
-    node = jobs.find_source(upstream, lambda n: n.Class(), lambda n: n.input(0), _disabled)
-    knobs = {k: _knob(node, k) for k in ("disable", "file", "frame", "first", "last", "origfirst", "colorspace")}
+    node, knobs = _source_knobs(upstream)
     problem = jobs.plain_read_problem(node.Class(), knobs)
+    output = jobs.output_pattern(settings["output"], script, node_name)
     if problem is None:
-        knobs["file"] = _read_filename(node)
         source = jobs.read_source(knobs, names, script, management, settings["input_colorspace"])
     else:
-        output = jobs.output_pattern(settings["output"], script, node_name)
         source = jobs.precomp_source(
             output, node_name, int(upstream.firstFrame()), int(upstream.lastFrame()), names, management
         )
         source.reason = problem
+    mattes = []
+    for matte in jobs.MATTES:
+        number = _input_number(group, matte)
+        matte_upstream = group.input(number) if number is not None else None
+        if matte_upstream is None:
+            continue
+        matte_node, matte_knobs = _source_knobs(matte_upstream)
+        mattes.append(
+            jobs.matte_source(
+                matte, matte_node.Class(), matte_knobs, settings, output=output, node_name=node_name, script_path=script
+            )
+        )
 
     # Job.from_json resolves a relative ocio_config against the job's folder, which would mangle an
     # ocio:// URI; a local engine gets the URI through $OCIO instead.
@@ -302,6 +336,7 @@ def make_plan(group: Any, *, farm: bool = False, name: str | None = None) -> Pla
         farm=farm,
         name=name,
         metadata={"nuke_version": str(getattr(nuke, "NUKE_VERSION_STRING", ""))},
+        mattes=mattes,
     )
     return Plan(
         job=job,
@@ -309,7 +344,17 @@ def make_plan(group: Any, *, farm: bool = False, name: str | None = None) -> Pla
         read_colorspace=jobs.scene_linear_name(names, management),
         settings=settings,
         engine_ocio=engine_ocio,
+        mattes=mattes,
     )
+
+
+def _source_knobs(upstream: Any) -> tuple[Any, dict[str, Any]]:
+    """The node an input really shows (through Dots and disabled nodes) and the knobs that say how it reads."""
+    node = jobs.find_source(upstream, lambda n: n.Class(), lambda n: n.input(0), _disabled)
+    knobs = {k: _knob(node, k) for k in ("disable", "file", "frame", "first", "last", "origfirst", "colorspace")}
+    if jobs.plain_read_problem(node.Class(), knobs) is None:
+        knobs["file"] = _read_filename(node)
+    return node, knobs
 
 
 def confirm_overwrite(job: dict[str, Any]) -> bool:
@@ -324,27 +369,72 @@ def confirm_overwrite(job: dict[str, Any]) -> bool:
 
 
 @dataclass
-class Precomp:
-    """The Write that renders whatever is upstream for the engine, and the frames it must render."""
+class PrecompPart:
+    """One Write the precomp renders (the plate's, or a matte input's), the frames it must render, and why."""
 
     write: Any
     frames: list[int]
+    subject: str
     reason: str
+    helpers: list[Any] = field(default_factory=list)  # nodes feeding the Write (a matte's channel Copy)
+
+
+@dataclass
+class Precomp:
+    """Everything upstream that the engine cannot read itself, rendered for it frame by frame."""
+
+    parts: list[PrecompPart]
+
+    @property
+    def frames(self) -> list[int]:
+        return sorted(set().union(*(part.frames for part in self.parts)))
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(p.reason if p.subject == "the input" else f"{p.subject}: {p.reason}" for p in self.parts)
 
 
 def prepare_precomp(group: Any, plan: Plan) -> Precomp | None:
-    """Main thread: the precomp's Write inside the node (None when the engine reads the plate itself)."""
-    if not plan.source.precomp:
-        return None
-    frames = jobs.precomp_frames(plan.job["frames"], plan.job["preroll"], plan.source.first)
-    os.makedirs(os.path.dirname(plan.source.input), exist_ok=True)
+    """Main thread: the precomp's Writes inside the node (None when the engine reads every input itself)."""
+    parts = []
+    if plan.source.precomp:
+        frames = jobs.precomp_frames(plan.job["frames"], plan.job["preroll"], plan.source.first)
+        knobs = jobs.precomp_write_knobs(plan.source)
+        write = _precomp_write(group, PRECOMP_NAME, group.node(INPUT_NAME), plan.source.input, knobs)
+        parts.append(PrecompPart(write, frames, "the input", plan.source.reason))
+    for matte in plan.mattes:
+        if matte.precomp:
+            parts.append(_prepare_matte_precomp(group, matte, parse_frames(plan.job["frames"])))
+    return Precomp(parts) if parts else None
+
+
+def _prepare_matte_precomp(group: Any, matte: jobs.MatteSource, frames: list[int]) -> PrecompPart:
+    """A matte input's Write; a picked channel is copied into alpha first, which is all the Write keeps."""
+    helpers = []
+    upstream = group.node(matte.name)
+    if matte.pick != jobs.NO_CHANNEL:
+        with group:
+            copy = nuke.nodes.Copy(name=f"{PRECOMP_NAME}_{matte.name}_channel")
+        copy.setInput(0, upstream)
+        copy.setInput(1, upstream)
+        copy["from0"].setValue(matte.pick)
+        copy["to0"].setValue("rgba.alpha")
+        helpers.append(copy)
+        upstream = copy
+    knobs = jobs.matte_precomp_write_knobs(matte)
+    write = _precomp_write(group, f"{PRECOMP_NAME}_{matte.name}", upstream, matte.input, knobs)
+    return PrecompPart(write, frames, matte.subject, matte.reason, helpers)
+
+
+def _precomp_write(group: Any, name: str, upstream: Any, path: str, knobs: list[tuple[str, Any]]) -> Any:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with group:
-        write = nuke.nodes.Write(name=PRECOMP_NAME)
-        write.setInput(0, group.node(INPUT_NAME))
-        for name, value in jobs.precomp_write_knobs(plan.source):
-            if write.knob(name) is not None:
-                write[name].setValue(value)
-    return Precomp(write=write, frames=frames, reason=plan.source.reason)
+        write = nuke.nodes.Write(name=name)
+        write.setInput(0, upstream)
+        for knob, value in knobs:
+            if write.knob(knob) is not None:
+                write[knob].setValue(value)
+    return write
 
 
 def _render_precomp_frame(write: Any, frame: int) -> str | None:
@@ -364,25 +454,37 @@ def _on_main_thread(call: Callable[..., Any], *args: Any) -> Any:
 
 
 def run_precomp(precomp: Precomp, progress: _Progress) -> engine.EngineResult:
-    """From a thread: the precomp frame by frame, each rendered on Nuke's main thread, so Nuke stays usable."""
-    result = engine.run_frames(
-        precomp.frames,
-        lambda frame: _on_main_thread(_render_precomp_frame, precomp.write, frame),
-        on_event=progress.on_event,
-        is_cancelled=progress.is_cancelled,
-    )
-    if result.status == "error":
-        result.message = f"The precomp of the input ({precomp.reason}) did not finish: {result.message}"
+    """From a thread: the precomp frame by frame, each rendered on Nuke's main thread, so Nuke stays usable.
+
+    Each frame renders every Write that needs it, so one progress bar follows the plate and its mattes.
+    """
+    failed: list[PrecompPart] = []
+
+    def render(frame: int) -> str | None:
+        for part in precomp.parts:
+            if frame in part.frames:
+                problem = _on_main_thread(_render_precomp_frame, part.write, frame)
+                if problem:
+                    failed.append(part)
+                    return problem
+        return None
+
+    result = engine.run_frames(precomp.frames, render, on_event=progress.on_event, is_cancelled=progress.is_cancelled)
+    if result.status == "error" and failed:
+        part = failed[0]
+        result.message = f"The precomp of {part.subject} ({part.reason}) did not finish: {result.message}"
     return result
 
 
 def delete_precomp(precomp: Precomp | None) -> None:
     if precomp is None:
         return
-    try:
-        nuke.delete(precomp.write)
-    except (ValueError, RuntimeError):  # already gone with its script
-        pass
+    for part in precomp.parts:
+        for made in (part.write, *part.helpers):
+            try:
+                nuke.delete(made)
+            except (ValueError, RuntimeError):  # already gone with its script
+                pass
 
 
 # ------------------------------------------------------------------------------------------ showing
