@@ -21,6 +21,7 @@ from .color import ColorPipeline, load_config
 from .cuts import last_cut_at_or_before
 from .frame_pipeline import LARGE_FRAME_PIXELS, FramePipeline, IOPlan, WorkItem, io_plan, usable_cores
 from .job import Job
+from .mattes import Mattes
 from .model import MattingNetwork
 from .render_outputs import FrameWriter, check_output_targets, check_outputs
 from .render_report import ProgressCallback, RenderReport, Reporter
@@ -119,17 +120,19 @@ def render(
     # The plate is opened and planned once; its output targets are checked before the model loads or
     # anything is read or written.
     source = open_source(job.input, layer=job.layer, start_frame=job.start_frame)
+    mattes: Mattes | None = None
     try:
         plan = _plan(job, source)
         out_frames = [frame for frame, _ in plan.frames]
-        check_output_targets(job, source, out_frames)
+        mattes = Mattes.open(job, out_frames)  # a matte frame missing fails here, before anything is read
+        check_output_targets(job, source, out_frames, mattes)
         if model is None:
             model, checkpoint_sha256 = cached_model(job.checkpoint)
         color, output_space = _colour(job)
         reporter = Reporter(progress)
         started = time.perf_counter()
         pipeline = FramePipeline(job, model, color, reporter, stop)
-        writer = FrameWriter(job, color, output_space, model, checkpoint_sha256 or "")
+        writer = FrameWriter(job, color, output_space, model, checkpoint_sha256 or "", mattes)
         state = StateFolder(state_dir, job) if state_dir else None
         reporter.report.total = len(plan.frames)
         reporter.report.output_colorspace = output_space
@@ -145,6 +148,8 @@ def render(
         pipeline.run(source, work, start_index, writer, state)
     finally:
         source.close()
+        if mattes is not None:
+            mattes.close()
     return reporter.finish(time.perf_counter() - started)
 
 

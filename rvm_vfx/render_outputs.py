@@ -20,6 +20,7 @@ from .color import ColorPipeline
 from .errors import InputError, OutputError
 from .frame_io import Plate, write_exr
 from .job import Job
+from .mattes import Mattes
 from .model import MattingNetwork
 from .sequence import FrameSource
 from .spec.frames import format_frame, format_frames
@@ -64,17 +65,23 @@ class _Entries:
         return entries
 
 
-def check_output_targets(job: Job, source: FrameSource, frames: list[int]) -> None:
-    """Refuse outputs that would land on a plate file or on each other; ``--overwrite`` never lifts this.
+def check_output_targets(job: Job, source: FrameSource, frames: list[int], mattes: Mattes | None = None) -> None:
+    """Refuse outputs that would land on a plate or matte file or on each other; ``--overwrite`` never lifts this.
 
     Runs before a frame is read or a model loads. Overwriting is for earlier renders: an output on the
-    plate destroys the only copy of what it is reading, and two outputs on one file leave whichever pass
-    was written last (an alpha-only file where the RGBA matte should be) with the render saying "done".
+    plate (or on a garbage/core/hold-out matte) destroys the only copy of what it is reading, and two outputs
+    on one file leave whichever pass was written last (an alpha-only file where the RGBA matte should be)
+    with the render saying "done".
     """
     entries = _Entries()
     plate: dict[tuple[object, ...], str] = {}
     for path in dict.fromkeys(source.path(f) for f in source.frames()):
         plate.update(dict.fromkeys(entries.of(path), path))
+    read: dict[tuple[object, ...], tuple[str, str]] = {}  # a matte's files: (its field, the file)
+    for field, paths in (mattes.files() if mattes is not None else {}).items():
+        for path in paths:
+            read.update(dict.fromkeys(entries.of(path), (field, path)))
+    on_matte: dict[str, tuple[int, str, str, str]] = {}
     on_plate: dict[str, list[tuple[int, str, str]]] = {}
     shared: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
     for frame in frames:
@@ -83,6 +90,8 @@ def check_output_targets(job: Job, source: FrameSource, frames: list[int]) -> No
             for entry in entries.of(path):
                 if entry in plate:
                     on_plate.setdefault(name, []).append((frame, path, plate[entry]))
+                if entry in read:
+                    on_matte.setdefault(name, (frame, path, *read[entry]))
                 if entry in taken and taken[entry][0] != name:
                     first, first_path = taken[entry]
                     shared.setdefault((first, name), []).append((frame, first_path, path))
@@ -92,6 +101,11 @@ def check_output_targets(job: Job, source: FrameSource, frames: list[int]) -> No
         raise InputError(
             f"job field '{name}': {path} would overwrite the plate's own frame {plate_path} "
             f"({_frame_count(hits, frames)}); the plate is never written to"
+        )
+    for name, (frame, path, field, matte_path) in on_matte.items():
+        raise InputError(
+            f"job field '{name}': {path} (frame {frame}) would overwrite {matte_path}, a file of job field "
+            f"'{field}'; mattes are never written to"
         )
     for (first, second), hits in shared.items():
         _, path, other = hits[0]
@@ -148,9 +162,16 @@ class FrameWriter:
     """Writes a rendered frame's files; called from the writer threads, one frame per call."""
 
     def __init__(
-        self, job: Job, color: ColorPipeline, output_space: str, model: MattingNetwork, checkpoint_sha256: str
+        self,
+        job: Job,
+        color: ColorPipeline,
+        output_space: str,
+        model: MattingNetwork,
+        checkpoint_sha256: str,
+        mattes: Mattes | None = None,
     ) -> None:
         self.job = job
+        self.mattes = mattes
         self.color = color
         self.output_space = output_space
         self.model_name = f"{model.variant}/{model.refiner_name}"
@@ -174,6 +195,9 @@ class FrameWriter:
         paths = output_paths(job, frame)
         for path in paths.values():
             self._make_folder(Path(path).parent)
+        matte_attributes: dict[str, object] = {}
+        if self.mattes is not None:  # garbage / core / hold-out: after the network, before colour (``mattes``)
+            fgr, pha, matte_attributes = self.mattes.apply(frame, plate.header, model_rgb, fgr, pha)
         rgba = self.color.compose_foreground(plate.rgb, model_rgb, fgr, pha, space, self.output_space)
         attributes = {
             "rvm:model": self.model_name,
@@ -184,6 +208,7 @@ class FrameWriter:
             "rvm:version": __version__,
             "rvm:input_colorspace": space,
             "rvm:source": plate.path,
+            **matte_attributes,
             **{k if ":" in k else f"rvm:meta:{k}": v for k, v in job.metadata.items()},
         }
         alpha = np.ascontiguousarray(rgba[..., 3:4])
