@@ -17,9 +17,10 @@ from rvm_vfx.errors import InputError
 from rvm_vfx.frame_io import ImageHeader
 from rvm_vfx.job import Job
 from rvm_vfx.mattes import MatteInput, MatteSequence, apply_mattes, pick_channel
+from rvm_vfx.quality.testclip import Motion, SecondPerson, TestClip, composite, load_portrait, open_background
 from rvm_vfx.render import render
 
-from .conftest import TFJS_MODEL
+from .conftest import DATA, TFJS_MODEL
 from .plates import portrait_clip
 from .test_worker_helpers import make_models_dir
 
@@ -351,3 +352,44 @@ def test_the_worker_confines_matte_paths_to_its_input_roots(tmp_path: Path) -> N
         load(str(outside / "g.####.exr"))
     with pytest.raises(InputError, match="'garbage_matte': .* outside the allowed input roots"):
         load("../outside/g.####.exr")
+
+
+# ----------------------------------------------------------------------------------------- the test clip
+
+
+def _portrait(name: str) -> tuple[Path, Path]:
+    return DATA / "portraits" / "image" / f"{name}.jpg", DATA / "portraits" / "alpha" / f"{name}.png"
+
+
+def test_a_second_person_leaves_the_main_truth_and_is_its_own_holdout() -> None:
+    main_person = load_portrait(*_portrait("p_818e689d"))
+    second = SecondPerson(load_portrait(*_portrait("p_09ba26b4")), 0.6, 0.3, Motion("pan", 0.05, seed=1))
+    background = open_background(DATA / "backgrounds" / "rw_01.jpg")
+    alone = TestClip(main_person, background, 5, (160, 90), Motion("pan", 0.1))
+    both = TestClip(main_person, background, 5, (160, 90), Motion("pan", 0.1), second=second)
+    for index in (0, 4):
+        a, b = alone.frame(index), both.frame(index)
+        assert a.holdout is None and b.holdout is not None
+        np.testing.assert_array_equal(b.pha, a.pha)  # the main person's truth is unchanged
+        np.testing.assert_array_equal(b.fgr, a.fgr)
+        np.testing.assert_array_equal(b.com, composite(b.fgr, b.pha, b.bgr))  # bgr holds the second person
+        visible = b.holdout > 0
+        assert visible.mean() > 0.02  # they are really there (about 4 % of the frame)
+        assert np.all(b.holdout[b.pha == 255] == 0)  # and behind the main person where it is solid
+        np.testing.assert_array_equal(b.bgr[(b.holdout == 0) & (b.pha == 0)], a.bgr[(b.holdout == 0) & (a.pha == 0)])
+        assert np.abs(b.bgr[visible].astype(int) - a.bgr[visible].astype(int)).mean() > 10
+
+
+def test_make_testclip_writes_the_holdout_sequence(tmp_path: Path) -> None:
+    image, alpha = _portrait("p_818e689d")
+    second = [str(p) for p in _portrait("p_09ba26b4")]
+    args = ["make-testclip", str(image), str(alpha), str(DATA / "backgrounds" / "rw_01.jpg"), str(tmp_path / "c")]
+    args += ["--frames", "3", "--size", "96x64", "--start-frame", "1001", "--second-person", *second]
+    assert main([*args, "--second-offset", "-0.25", "--second-motion", "shake"]) == 0
+    assert sorted(p.name for p in (tmp_path / "c" / "holdout").iterdir()) == ["1001.png", "1002.png", "1003.png"]
+    info = json.loads((tmp_path / "c" / "clip.json").read_text())
+    assert info["second_person"]["image"] == second[0] and info["second_person"]["offset"] == -0.25
+    assert info["second_person"]["motion"] == {"kind": "shake", "amplitude": 0.02, "seed": 1}
+    # Made again without the second person, the old hold-out does not stay behind.
+    assert main([*args[:-3], "--overwrite"]) == 0
+    assert not list((tmp_path / "c" / "holdout").iterdir())

@@ -33,12 +33,22 @@ def cmd_make_testclip(args: argparse.Namespace) -> int:
         fmt=args.format,
         start_frame=args.start_frame,
         overwrite=args.overwrite,
+        second_person=tuple(args.second_person) if args.second_person else None,
+        second_scale=args.second_scale,
+        second_offset=args.second_offset,
+        # Its own shake pattern: two people do not shake in step.
+        second_motion=Motion(
+            args.second_motion,
+            DEFAULT_AMPLITUDE[args.second_motion] if args.second_amplitude is None else args.second_amplitude,
+            args.seed + 1,
+        ),
     )
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         width, height = info["size"]  # type: ignore[misc]
-        print(f"wrote {args.frames} frames, {width}×{height}, to {args.out}/{{com,pha,fgr,bgr}}", file=sys.stderr)
+        layers = "com,pha,fgr,bgr,holdout" if args.second_person else "com,pha,fgr,bgr"
+        print(f"wrote {args.frames} frames, {width}×{height}, to {args.out}/{{{layers}}}", file=sys.stderr)
     return 0
 
 
@@ -92,6 +102,23 @@ def add_commands(sub: Any) -> None:
         "--format", choices=("png", "exr"), default="png", help="png: 8-bit sRGB; exr: half, scene-linear"
     )
     clip.add_argument("--start-frame", type=int, default=0, help="number of the first frame (default 0)")
+    clip.add_argument(
+        "--second-person",
+        nargs=2,
+        metavar=("IMAGE", "ALPHA"),
+        help="a second portrait standing in the background; its visible matte goes to OUT/holdout (a hold-out matte)",
+    )
+    clip.add_argument(
+        "--second-scale", type=float, default=0.6, help="its size relative to the main portrait (default 0.6)"
+    )
+    clip.add_argument(
+        "--second-offset",
+        type=float,
+        default=0.3,
+        help="its centre, in frame widths right of the frame's centre (negative: left; default 0.3)",
+    )
+    clip.add_argument("--second-motion", choices=tuple(DEFAULT_AMPLITUDE), default="static", help="its motion")
+    clip.add_argument("--second-amplitude", type=float, help="as --amplitude, for the second person")
     clip.add_argument("--overwrite", action="store_true", help="replace an existing clip in OUT")
     clip.add_argument("--json", action="store_true", help="print the clip description (also in OUT/clip.json)")
     clip.set_defaults(func=cmd_make_testclip)

@@ -21,6 +21,11 @@ Conventions, chosen so the ground truth survives being written to disk:
 * The portrait is scaled to fit the frame, standing on its bottom edge; below its own bottom edge it is
   extended by repeating its last row, so a subject cut off by the photo does not float when the motion
   lifts it. Elsewhere outside the photo alpha is 0.
+* A second person, if asked for, stands in the background: a smaller portrait composited over the
+  background first (``bgr`` then holds them, so ``com = fgr·pha + bgr·(1 - pha)`` still holds), the main
+  portrait over that. ``pha`` stays the main person's alone, and ``holdout/`` holds what of the second
+  person is visible, ``pha2·(1 - pha)``, rounded once: the hold-out matte that removes them, exact by
+  construction. Without the second person the same arguments give the same ``pha`` and ``fgr``.
 """
 
 from __future__ import annotations
@@ -40,12 +45,14 @@ from rvm_vfx.errors import ImageReadError, InputError, OutputError
 
 __all__ = [
     "FORMATS",
+    "HOLDOUT",
     "MOTIONS",
     "SUBFOLDERS",
     "Background",
     "ClipFrame",
     "ClipWriter",
     "Motion",
+    "SecondPerson",
     "StillBackground",
     "TestClip",
     "VideoBackground",
@@ -60,6 +67,8 @@ MOTIONS: tuple[str, ...] = ("static", "pan", "zoom", "shake")
 FORMATS: tuple[str, ...] = ("png", "exr")
 #: Folder per layer, named as in VideoMatte240K so tools written for it read our clips unchanged.
 SUBFOLDERS: tuple[str, ...] = ("com", "pha", "fgr", "bgr")
+#: The folder of a second person's visible matte (clips with one only).
+HOLDOUT = "holdout"
 DEFAULT_SIZE = (512, 288)
 _FRAME_FILE = re.compile(r"-?\d+\.(png|exr)")
 
@@ -313,7 +322,8 @@ class ClipFrame(NamedTuple):
     com: np.ndarray  # H×W×3 uint8
     pha: np.ndarray  # H×W uint8
     fgr: np.ndarray  # H×W×3 uint8
-    bgr: np.ndarray  # H×W×3 uint8
+    bgr: np.ndarray  # H×W×3 uint8 (with the second person, if any)
+    holdout: np.ndarray | None = None  # H×W uint8: the second person where visible, when there is one
 
 
 def composite(fgr: np.ndarray, pha: np.ndarray, bgr: np.ndarray) -> np.ndarray:
@@ -321,6 +331,51 @@ def composite(fgr: np.ndarray, pha: np.ndarray, bgr: np.ndarray) -> np.ndarray:
     a = pha.astype(np.float64)[:, :, None]
     codes = (fgr.astype(np.float64) * a + bgr.astype(np.float64) * (255.0 - a)) / 255.0
     return np.rint(codes).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class SecondPerson:
+    """A portrait standing in the background: ``scale`` of the main one's size, its centre ``offset`` frame
+    widths right of the frame's centre (negative: left), moving by ``motion``."""
+
+    portrait: np.ndarray  # h×w×4 float32 straight RGBA in [0, 1]
+    scale: float = 0.6
+    offset: float = 0.3
+    motion: Motion = field(default_factory=Motion)
+
+    def __post_init__(self) -> None:
+        if not (0.05 <= self.scale <= 1.0) or not math.isfinite(self.scale):
+            raise InputError(f"second person's scale must be in [0.05, 1], got {self.scale}")
+        if not (-1.0 <= self.offset <= 1.0) or not math.isfinite(self.offset):
+            raise InputError(f"second person's offset must be in [-1, 1] frame widths, got {self.offset}")
+
+
+class _Figure:
+    """A portrait downscaled once, then placed standing on the frame's bottom edge each frame."""
+
+    def __init__(self, portrait: np.ndarray, size: tuple[int, int], motion: Motion, scale: float = 1.0) -> None:
+        width, height = size
+        self.motion = motion
+        # Downscale the photo once, with a real filter, to the largest size the motion will show it at;
+        # per-frame placement then only ever shrinks it a little.
+        h, w = portrait.shape[:2]
+        fit = min(width / w, height / h) * scale * motion.max_scale()
+        pw, ph = max(1, round(w * fit)), max(1, round(h * fit))
+        small = _resize(portrait, pw, ph)
+        # Extend the bottom by repeating its last row: a subject cut off by the photo's bottom edge
+        # must not hover above the frame's bottom when the motion lifts or shrinks it.
+        extra = math.ceil(width * motion.max_shift_fraction() * motion.max_scale()) + 2
+        self.portrait = np.concatenate([small, np.repeat(small[-1:], extra, axis=0)], axis=0)
+        self.height = ph
+        self.base_scale = 1.0 / motion.max_scale()
+
+    def place(self, index: int, frames: int, size: tuple[int, int], centre: float) -> tuple[np.ndarray, np.ndarray]:
+        """(foreground, alpha) as 8-bit codes, the photo's bottom centre at (``centre``, bottom), then moved."""
+        width, height = size
+        scale, dx, dy = self.motion.at(index, frames, width)
+        w = self.portrait.shape[1]
+        placed = _place(self.portrait, size, self.base_scale * scale, (centre + dx, height + dy), (w / 2, self.height))
+        return _to_code(placed[:, :, :3]), _to_code(placed[:, :, 3])
 
 
 @dataclass
@@ -335,6 +390,7 @@ class TestClip:
     size: tuple[int, int] = DEFAULT_SIZE
     motion: Motion = field(default_factory=Motion)
     background_motion: Motion = field(default_factory=Motion)
+    second: SecondPerson | None = None
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -347,35 +403,23 @@ class TestClip:
             raise InputError(
                 f"{self.background.name}: background video has {count} frames, the clip needs {self.frames}"
             )
-        # Downscale the photo once, with a real filter, to the largest size the motion will show it at;
-        # per-frame placement then only ever shrinks it a little.
-        h, w = self.portrait.shape[:2]
-        fit = min(width / w, height / h) * self.motion.max_scale()
-        pw, ph = max(1, round(w * fit)), max(1, round(h * fit))
-        small = _resize(self.portrait, pw, ph)
-        # Extend the bottom by repeating its last row: a subject cut off by the photo's bottom edge
-        # must not hover above the frame's bottom when the motion lifts or shrinks it.
-        extra = math.ceil(width * self.motion.max_shift_fraction() * self.motion.max_scale()) + 2
-        self._portrait = np.concatenate([small, np.repeat(small[-1:], extra, axis=0)], axis=0)
-        self._portrait_height = ph
-        self._base_scale = 1.0 / self.motion.max_scale()
+        self._main = _Figure(self.portrait, self.size, self.motion)
+        second = self.second
+        self._second = None if second is None else _Figure(second.portrait, self.size, second.motion, second.scale)
 
     def frame(self, index: int) -> ClipFrame:
-        width, height = self.size
-        scale, dx, dy = self.motion.at(index, self.frames, width)
-        w = self._portrait.shape[1]
-        # The photo's bottom centre stands on the frame's bottom centre, then moves.
-        placed = _place(
-            self._portrait,
-            self.size,
-            self._base_scale * scale,
-            (width / 2 + dx, height + dy),
-            (w / 2, self._portrait_height),
-        )
-        fgr = _to_code(placed[:, :, :3])
-        pha = _to_code(placed[:, :, 3])
+        width = self.size[0]
+        fgr, pha = self._main.place(index, self.frames, self.size, width / 2)
         bgr = _to_code(self.background.frame(index, self.size, self.background_motion, self.frames))
-        return ClipFrame(com=composite(fgr, pha, bgr), pha=pha, fgr=fgr, bgr=bgr)
+        holdout = None
+        if self._second is not None and self.second is not None:
+            centre = width / 2 + self.second.offset * width
+            fgr2, pha2 = self._second.place(index, self.frames, self.size, centre)
+            bgr = composite(fgr2, pha2, bgr)
+            # What of them the main person leaves visible, from the very codes composited.
+            visible = pha2.astype(np.float64) * (255.0 - pha.astype(np.float64)) / 255.0
+            holdout = np.rint(visible).astype(np.uint8)
+        return ClipFrame(com=composite(fgr, pha, bgr), pha=pha, fgr=fgr, bgr=bgr, holdout=holdout)
 
     def __iter__(self) -> Iterator[ClipFrame]:
         for index in range(self.frames):
@@ -414,8 +458,12 @@ class ClipWriter:
         try:
             for name in SUBFOLDERS:
                 (self.out / name).mkdir(parents=True, exist_ok=True)
+            for name in (*SUBFOLDERS, HOLDOUT):
+                if not (self.out / name).is_dir():
+                    continue
                 # A shorter clip written over a longer one must not leave the old tail behind, or the
-                # folder would read as one longer, inconsistent clip. Only our own frame files go.
+                # folder would read as one longer, inconsistent clip (nor one without a second person an
+                # old hold-out). Only our own frame files go.
                 for stale in (self.out / name).iterdir():
                     if _FRAME_FILE.fullmatch(stale.name) and stale.is_file():
                         stale.unlink()
@@ -431,8 +479,14 @@ class ClipWriter:
         return self.out / layer / f"{self.start_frame + index:04d}.{self.fmt}"
 
     def write(self, index: int, frame: ClipFrame) -> None:
-        for layer in SUBFOLDERS:
+        layers = (*SUBFOLDERS, HOLDOUT) if frame.holdout is not None else SUBFOLDERS
+        for layer in layers:
             pixels = getattr(frame, layer)
+            if layer == HOLDOUT:
+                try:
+                    (self.out / HOLDOUT).mkdir(exist_ok=True)
+                except OSError as exc:
+                    raise OutputError(f"{self.out}: cannot create the clip folders: {exc}") from exc
             if self.fmt == "png":
                 _write_png(self.path(layer, index), pixels)
             else:
@@ -494,14 +548,25 @@ def make_testclip(
     fmt: str = "png",
     start_frame: int = 0,
     overwrite: bool = False,
+    second_person: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+    second_scale: float = 0.6,
+    second_offset: float = 0.3,
+    second_motion: Motion | None = None,
 ) -> dict[str, object]:
-    """Build a clip and write it with a ``clip.json`` that records how, so it can be made again."""
+    """Build a clip and write it with a ``clip.json`` that records how, so it can be made again.
+
+    ``second_person`` (image, alpha) stands a second portrait in the background and writes its visible
+    matte to ``OUT/holdout`` (see the module's notes)."""
     motion = motion or Motion("pan", 0.1)
     background_motion = background_motion or Motion()
+    second_motion = second_motion or Motion()
     portrait = load_portrait(portrait_image, portrait_alpha)
+    second = None
+    if second_person is not None:
+        second = SecondPerson(load_portrait(*second_person), second_scale, second_offset, second_motion)
     bg = open_background(background)
     try:
-        clip = TestClip(portrait, bg, frames, size or bg.size, motion, background_motion)
+        clip = TestClip(portrait, bg, frames, size or bg.size, motion, background_motion, second)
         writer = ClipWriter(out, fmt, start_frame, overwrite)
         for index, frame in enumerate(clip):
             writer.write(index, frame)
@@ -519,5 +584,14 @@ def make_testclip(
         "format": fmt,
         "composite": "sRGB-encoded: com = fgr*pha + bgr*(1-pha) from the 8-bit fgr, pha, bgr, rounded to 8 bits",
     }
+    if second_person is not None:
+        info["second_person"] = {
+            "image": os.fspath(second_person[0]),
+            "alpha": os.fspath(second_person[1]),
+            "scale": second_scale,
+            "offset": second_offset,
+            "motion": asdict(second_motion),
+            "holdout": "holdout = pha2*(1-pha) from the 8-bit pha2 and pha, rounded to 8 bits; bgr includes them",
+        }
     (Path(out) / "clip.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
