@@ -72,4 +72,9 @@ def chunk_job(job: Job, chunk: Chunk) -> Job:
 
 def chunk_resources(job: Job) -> dict[str, float] | None:
     """Dask resources a chunk needs: a ``GPU`` slot when the job asks for CUDA (workers declare ``GPU=1``)."""
-    return {"GPU": 1} if job.device == "cuda" else None
+    return device_resources(job.device)
+
+
+def device_resources(device: str) -> dict[str, float] | None:
+    """Dask resources of a task on ``device`` (a chunk, a ticket's training): a ``GPU`` slot for CUDA."""
+    return {"GPU": 1} if device == "cuda" else None

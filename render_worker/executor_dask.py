@@ -28,6 +28,8 @@ from .executor_local import Outcome, ProgressSink
 from .fsutil import atomic_write_json, read_json_quiet
 from .layout import STATE, STOP_PREFIX
 from .ticket import Ticket
+from .train_task import PROGRESS as TRAIN_PROGRESS
+from .train_task import train_task
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25
@@ -40,6 +42,11 @@ class ChunkError(RvmError):
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+def _kind(error: BaseException) -> str:
+    """Whether a task's failure was the ticket's fault, the output's, or ours (the job's failure cause)."""
+    return "input" if isinstance(error, InputError) else "output" if isinstance(error, OutputError) else "internal"
 
 
 class DaskExecutor:
@@ -67,6 +74,36 @@ class DaskExecutor:
 
     def state_dirs(self, job_dir: Path) -> list[Path]:
         return [job_dir / STATE]
+
+    # ------------------------------------------------------------------ a ticket's fine-tuning
+
+    def train(self, spec: dict[str, Any], resources: dict[str, float] | None, stop: threading.Event,
+              progress: ProgressSink) -> dict[str, Any]:  # fmt: skip
+        """The training as one task on one Dask worker (a ``GPU`` slot for CUDA); Dask reruns it where its
+        worker died, and ``retries`` times where it raised. SIGTERM asks it to stop through the stop file."""
+        job_dir = Path(spec["job_dir"])
+        name = f"rvm-{job_dir.name}-g{spec['generation']}-finetune"
+        future = self.client().submit(train_task, spec, key=name, retries=self.retries, resources=resources, pure=False)
+        progress_path = Path(spec["out"]).parent / TRAIN_PROGRESS
+        shown: Any = None
+        deadline: float | None = None  # once stopped: how long the task may take to write its best checkpoint
+        while not future.done():
+            current = read_json_quiet(progress_path)
+            if isinstance(current, dict) and current != shown:
+                shown = current
+                progress({k: v for k, v in current.items() if k not in ("pid", "updated_at")})
+            if deadline is None and stop.is_set():
+                deadline = time.monotonic() + STOP_GRACE_S
+                atomic_write_json(job_dir / f"{STOP_PREFIX}{spec['generation']}", {"time": time.time()})
+            if deadline is not None and time.monotonic() > deadline:
+                future.cancel()
+                return {"stopped": True}
+            time.sleep(POLL_S)
+        if future.status == "finished":
+            return future.result()
+        error = future.exception() if future.status == "error" else RuntimeError(f"training {future.status}")
+        message = f"training failed after {self.retries} retries: {type(error).__name__}: {error}"
+        raise ChunkError(message, _kind(error)) from error
 
     # ------------------------------------------------------------------ one job
 
@@ -137,10 +174,9 @@ class DaskExecutor:
         self._write_stop(claim)
         for other in others:
             other.cancel()
-        kind = "input" if isinstance(error, InputError) else "output" if isinstance(error, OutputError) else "internal"
         where = f"chunk {chunk.index} (frames {chunk.frames_text})"
         message = f"{where} failed after {self.retries} retries: {type(error).__name__}: {error}"
-        raise ChunkError(message, kind) from error
+        raise ChunkError(message, _kind(error)) from error
 
     def _write_stop(self, claim: Claim) -> None:
         try:

@@ -16,6 +16,7 @@ from typing import Any
 from .claim import Claim
 from .layout import STATE
 from .ticket import Ticket
+from .train_task import train
 
 ProgressSink = Callable[[dict[str, Any]], None]
 
@@ -46,6 +47,11 @@ class LocalExecutor:
             state_dir=claim.job_dir / STATE,
         )
         return Outcome(report=report.to_dict(), stopped=report.stopped, frames_written=list(report.frames_written))
+
+    def train(self, spec: dict[str, Any], resources: dict[str, float] | None, stop: threading.Event,
+              progress: ProgressSink) -> dict[str, Any]:  # fmt: skip
+        """A ticket's fine-tuning, in this process (``resources`` are the cluster's business)."""
+        return train(spec, stop, progress)
 
     def state_dirs(self, job_dir: Path) -> list[Path]:
         return [job_dir / STATE]

@@ -8,6 +8,7 @@ over by another worker) ready to resume. The worker itself never dies of a job.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -23,16 +24,19 @@ from typing import Any, Protocol
 from rvm_vfx.errors import InputError, OutputError, disk_full_detail, is_no_space, write_error
 from rvm_vfx.spec.frames import format_frame, format_frames
 from rvm_vfx.spec.names import parse_temporary_frame_name
-from rvm_vfx.spec.progress import PROGRESS, START, WARNING
+from rvm_vfx.spec.progress import PROGRESS, START, TRAIN, VALIDATION, WARNING
 
+from .chunks import device_resources
 from .claim import Claim, Heartbeat
 from .config import WorkerConfig
 from .executor_local import Outcome, ProgressSink
+from .finetune_ticket import finetune_report, install_trained
 from .fsutil import atomic_write_json
 from .layout import HEARTBEAT, LOG, REPORT, RUNS, Layout
 from .status import StatusFile
 from .ticket import Ticket, load_ticket
 from .timeline_ticket import TimelineTicket, render_timeline_ticket
+from .train_task import finished_training, training_spec
 
 log = logging.getLogger(__name__)
 _PROBE_BYTES = 64 * 1024
@@ -42,6 +46,10 @@ class Executor(Protocol):
     mode: str
 
     def run(self, ticket: Ticket, claim: Claim, stop: threading.Event, progress: ProgressSink) -> Outcome: ...
+
+    def train(
+        self, spec: dict[str, Any], resources: dict[str, float] | None, stop: threading.Event, progress: ProgressSink
+    ) -> dict[str, Any]: ...
 
     def state_dirs(self, job_dir: Path) -> list[Path]: ...
 
@@ -94,6 +102,8 @@ class JobRunner:
                     if isinstance(ticket, TimelineTicket):
                         status.update(state="rendering", frames_total=len(ticket.frames), name=ticket.name)
                         outcome = render_timeline_ticket(ticket, self.executor, claim, stop, self._progress(status))
+                    elif ticket.finetune is not None:
+                        ticket, outcome = self._train_then_render(ticket, claim, stop, status, record)
                     else:
                         outcome = self._render(ticket, claim, stop, status)
                 except Exception as exc:  # noqa: BLE001 - every failure of a job is filed, the worker goes on
@@ -102,7 +112,7 @@ class JobRunner:
                     log.error("job %s failed: %s", claim.job_id, exc, exc_info=classify(exc) == "internal")
                     self._finish_failed(claim, ticket, status, record, exc, heartbeat)
                     return "failed"
-                record["render_s"] = round(time.monotonic() - t0 - record["validate_s"], 3)
+                record["render_s"] = round(time.monotonic() - t0 - record["validate_s"] - record.get("train_s", 0), 3)
                 if heartbeat.lost or claim.superseded():
                     return self._lost(claim, record, "taken over by another worker")
                 if outcome.stopped:
@@ -124,6 +134,56 @@ class JobRunner:
         )
         log.info("rendering %s -> %s (%d frames)", ticket.job.input, ticket.job.output, len(ticket.frames))
         return self.executor.run(ticket, claim, stop, self._progress(status))
+
+    def _train_then_render(
+        self, ticket: Ticket, claim: Claim, stop: threading.Event, status: StatusFile, record: dict[str, Any]
+    ) -> tuple[Ticket, Outcome]:
+        """The ticket's fine-tuning (unless an earlier attempt finished it), then its render with those weights."""
+        stage = ticket.finetune
+        assert stage is not None
+        trained = self._train(ticket, claim, stop, status, record)
+        if trained is None:
+            return ticket, Outcome(report={}, stopped=True)
+        checkpoint = Path(trained["installed"])
+        ticket = dataclasses.replace(
+            ticket, checkpoint=checkpoint, job=dataclasses.replace(ticket.job, checkpoint=str(checkpoint))
+        )
+        outcome = self._render(ticket, claim, stop, status)
+        outcome.extra["finetune"] = finetune_report(stage, trained)
+        return ticket, outcome
+
+    def _train(
+        self, ticket: Ticket, claim: Claim, stop: threading.Event, status: StatusFile, record: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The trained checkpoint, filed into the models dir; None when training was stopped (it starts over)."""
+        stage = ticket.finetune
+        assert stage is not None and self.config.models_dir is not None  # a ticket with a stage has both
+        result = finished_training(claim.job_dir)
+        if result is not None:
+            record["finetune"] = "kept"
+            log.info("training finished in an earlier attempt: %s", result["checkpoint"])
+        else:
+            status.update(
+                state="training", name=ticket.name, input=ticket.job.input, output=ticket.job.output,
+                keyframes=format_frames(stage.keyframes), mode=self.executor.mode,
+            )  # fmt: skip
+            log.info("training on %s with keyframes %s", stage.plate, format_frames(stage.keyframes))
+            t0 = time.monotonic()
+            spec = training_spec(
+                stage.plate, stage.settings.to_dict(), claim.job_dir, stage.trained_name(claim.job_id), claim.generation
+            )
+            resources = device_resources(stage.settings.device)
+            result = self.executor.train(spec, resources, stop, self._training_progress(status))
+            record["train_s"] = round(time.monotonic() - t0, 3)
+            for message in result.get("report", {}).get("warnings", []):  # from a Dask worker, seen only now
+                status.warn(message)
+            if result.get("stopped"):
+                record["finetune"] = "stopped"
+                log.info("training stopped; the next attempt trains again")
+                return None
+            record["finetune"] = "trained"
+        installed = install_trained(Path(result["checkpoint"]), Path(result["sidecar"]), self.config.models_dir)
+        return {**result, "installed": str(installed)}
 
     # ------------------------------------------------------------------ progress
 
@@ -147,6 +207,29 @@ class JobRunner:
                     fields["chunks_done"] = event["chunks_done"]
                 status.update(force=event["done"] >= event["total"], **fields)
             elif kind == WARNING:  # the engine logs it too (into job.log); status collects it
+                status.warn(event["message"])
+
+        return sink
+
+    def _training_progress(self, status: StatusFile) -> ProgressSink:
+        """Training's events: its steps and loss in status.json; its start and end are not the render's frames."""
+
+        def sink(event: dict[str, Any]) -> None:
+            kind = event.get("event")
+            if kind == TRAIN:
+                status.update(
+                    force=event["iteration"] >= event["total"],
+                    train_iteration=event["iteration"],
+                    train_total=event["total"],
+                    loss=event.get("loss"),
+                    eta_s=event.get("eta_s"),
+                )
+            elif kind == VALIDATION:
+                log.info(
+                    "held-out keyframe %s: MAD %s before training, %s after",
+                    event.get("keyframe"), event.get("mad_before"), event.get("mad_after"),
+                )  # fmt: skip
+            elif kind == WARNING:
                 status.warn(event["message"])
 
         return sink

@@ -33,6 +33,7 @@ from rvm_vfx.spec.job import MAX_JOB_BYTES, PATH_FIELDS, Job
 from rvm_vfx.spec.names import is_ocio_address
 
 from .config import WorkerConfig
+from .finetune_ticket import FINETUNE, FinetuneStage, check_finetune
 from .fsutil import inside, real
 from .layout import DROP, DROP_TICKET, TICKET
 
@@ -48,6 +49,7 @@ class Ticket:
     checkpoint: Path
     frames: list[int]
     kind: str  # "ticket" or "folder"
+    finetune: FinetuneStage | None = None  # train on the shot's keyframes first, then render with those weights
 
     @property
     def name(self) -> str:
@@ -105,7 +107,11 @@ def load_ticket(job_dir: Path, config: WorkerConfig) -> Ticket | TimelineTicket:
         kind, input_base, input_roots = "folder", drop, [drop, *config.allow_input_roots]
     else:
         raise InputError("nothing to render: the job folder holds neither a ticket nor a dropped folder")
-    return check_job(Job.from_dict(data, source="ticket"), config, kind, input_base, input_roots)
+    stage = data.pop(FINETUNE, None)  # its own settings, not the Job's: checked once the Job's paths are placed
+    ticket = check_job(Job.from_dict(data, source="ticket"), config, kind, input_base, input_roots)
+    if stage is not None:
+        ticket.finetune = check_finetune(stage, ticket.job, data.get("checkpoint"), config, input_base, input_roots)
+    return ticket
 
 
 def check_job(
@@ -211,44 +217,45 @@ def _folder_of(path: str) -> str:
     return path if os.path.isdir(path) else os.path.dirname(path)
 
 
-def resolve_checkpoint(name: str | None, config: WorkerConfig) -> Path:
-    """The weights file for a ticket's ``checkpoint``: a file or TF.js folder inside the models dir."""
+def resolve_checkpoint(name: str | None, config: WorkerConfig, field: str = "checkpoint") -> Path:
+    """The weights file for a ticket's ``checkpoint`` (or another ``field`` naming weights): a file or TF.js
+    folder inside the models dir."""
     if config.models_dir is None:
-        raise InputError("ticket field 'checkpoint': this worker has no models dir, so it cannot load weights")
+        raise InputError(f"ticket field '{field}': this worker has no models dir, so it cannot load weights")
     name = name or config.default_checkpoint
     if not name:
-        raise InputError("ticket field 'checkpoint': not given, and the worker has no default checkpoint")
+        raise InputError(f"ticket field '{field}': not given, and the worker has no default checkpoint")
     models = real(config.models_dir)
     path = Path(name) if os.path.isabs(name) else models / name
     if not inside(path, [models]) or real(path) == models:
-        raise InputError(f"ticket field 'checkpoint': {name!r} is not inside the models dir")
+        raise InputError(f"ticket field '{field}': {name!r} is not inside the models dir")
     path = real(path)
     if path.is_dir():
         path = path / "model.json"  # a TF.js export is a folder; its manifest names the shards
     if not path.is_file():
-        raise InputError(f"ticket field 'checkpoint': {name!r} not found in the models dir")
+        raise InputError(f"ticket field '{field}': {name!r} not found in the models dir")
     if path.suffix == ".json":
-        _check_tfjs_shards(path, models, name)
+        _check_tfjs_shards(path, models, name, field)
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             if any("/code/" in n or n.endswith("constants.pkl") for n in archive.namelist()):
                 raise InputError(
-                    f"ticket field 'checkpoint': {name!r} is TorchScript, which carries code; the farm only "
+                    f"ticket field '{field}': {name!r} is TorchScript, which carries code; the farm only "
                     "loads weights-only checkpoints (.pth state_dicts or a TF.js export)"
                 )
     return path
 
 
-def _check_tfjs_shards(manifest: Path, models: Path, name: str) -> None:
+def _check_tfjs_shards(manifest: Path, models: Path, name: str, field: str) -> None:
     """A manifest could name shards anywhere (``../../secret``): they must be in the models dir too."""
     try:
         groups = json.loads(manifest.read_text(encoding="utf-8")).get("weightsManifest", [])
         shards = [manifest.parent / p for group in groups for p in group["paths"]]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        raise InputError(f"ticket field 'checkpoint': {name!r} is not a TF.js model.json") from None
+        raise InputError(f"ticket field '{field}': {name!r} is not a TF.js model.json") from None
     for shard in shards:
         if not inside(shard, [models]):
-            raise InputError(f"ticket field 'checkpoint': {name!r} names a weights shard outside the models dir")
+            raise InputError(f"ticket field '{field}': {name!r} names a weights shard outside the models dir")
 
 
 def _frames(job: Job, config: WorkerConfig, input_roots: list[Path]) -> list[int]:
