@@ -20,7 +20,7 @@ from typing import Any
 
 from .vendor.rvm_spec import InputError, Job, format_frames
 from .vendor.rvm_spec.frames import FramePattern, frame_digits, split_numbered, split_pattern
-from .vendor.rvm_spec.job import FIELDS_BY_NAME
+from .vendor.rvm_spec.job import FIELDS, FIELDS_BY_NAME
 from .vendor.rvm_spec.names import DEFAULT_ENCODER, ENCODERS, OUTPUT_EXTENSION, is_video, official_checkpoint_path
 
 __all__ = [
@@ -28,10 +28,13 @@ __all__ = [
     "ENGINE_LINEAR_REC709",
     "Job",
     "JobSpecError",
+    "MATTES",
+    "Matte",
     "OWNER_FILE",
     "Plate",
     "build_job",
     "check_frames_on_disk",
+    "check_matte_mapping",
     "StripWindow",
     "check_output_owner",
     "check_strip_timing",
@@ -269,28 +272,33 @@ def frames_on_disk(pattern: str) -> list[int]:
 # ------------------------------------------------------------------------------------------ frames
 
 
-def file_frames(
-    scene_start: int, scene_end: int, *, start: int, offset: int, duration: int, cyclic: bool = False
-) -> list[int]:
-    """The plate's own frame numbers that the scene range shows through an Image node.
+def image_frame(scene_frame: int, *, start: int, offset: int, duration: int, cyclic: bool = False) -> int:
+    """The image's own frame number an Image node shows at ``scene_frame``.
 
     Mirrors Blender's ``BKE_image_user_frame_get``: scene frame f shows image frame
     ``f - start + 1`` (held at the first and last frame, or wrapped when cyclic), plus the offset.
     """
+    n = scene_frame - start + 1
+    if cyclic:
+        n %= duration
+        if n == 0:
+            n = duration
+    else:
+        n = min(max(n, 1), duration)
+    return n + offset
+
+
+def file_frames(
+    scene_start: int, scene_end: int, *, start: int, offset: int, duration: int, cyclic: bool = False
+) -> list[int]:
+    """The plate's own frame numbers that the scene range shows through an Image node (``image_frame``)."""
     if scene_end < scene_start:
         raise JobSpecError(f"the scene's frame range {scene_start}-{scene_end} is empty")
     if duration < 1:
         raise JobSpecError("the plate has no frames (Image node frame count is 0)")
     frames: set[int] = set()
     for scene_frame in range(scene_start, scene_end + 1):
-        n = scene_frame - start + 1
-        if cyclic:
-            n %= duration
-            if n == 0:
-                n = duration
-        else:
-            n = min(max(n, 1), duration)
-        frames.add(n + offset)
+        frames.add(image_frame(scene_frame, start=start, offset=offset, duration=duration, cyclic=cyclic))
         if len(frames) == duration:  # every frame of the plate is already in: a long range adds nothing
             break
     return sorted(frames)
@@ -327,6 +335,55 @@ def _frames_advice(wanted: list[int], absent: list[int], present: set[int], offs
     if len(absent) == 1:
         return f"frame {absent[0]} is missing"
     return f"frames {format_frames(absent)} are missing"
+
+
+# ------------------------------------------------------------------------------------------ mattes
+
+#: The Job's mattes (``garbage_matte``, ...), in the contract's order: each is a setting of the add-on.
+MATTES = tuple(f.name[: -len("_matte")] for f in FIELDS if f.name.endswith("_matte") and f.path is not None)
+
+
+@dataclass(frozen=True)
+class Matte:
+    """One matte as the engine reads it: a sequence or movie, the channel by name (None: the engine's choice)."""
+
+    name: str
+    input: str
+    channel: str | None = None
+    invert: bool = False
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            f"{self.name}_matte": self.input,
+            f"{self.name}_channel": self.channel,
+            f"invert_{self.name}": self.invert,
+        }
+
+
+def check_matte_mapping(
+    scene_start: int,
+    scene_end: int,
+    *,
+    matte_node: str,
+    plate_node: str,
+    matte: Mapping[str, Any],
+    plate: Mapping[str, Any],
+) -> None:
+    """Refuse a matte's Image node that shows other frame numbers than the plate's node at some scene frame.
+
+    The engine reads a matte at the plate's own frame numbers; a matte node whose start, offset or duration
+    differ from the plate's would line up in Blender and not in the render. ``matte``/``plate`` hold each
+    node's ``start``, ``offset``, ``duration`` and ``cyclic``, as ``image_frame`` takes them.
+    """
+    for scene_frame in range(scene_start, scene_end + 1):
+        shown, wanted = image_frame(scene_frame, **matte), image_frame(scene_frame, **plate)
+        if shown != wanted:
+            raise JobSpecError(
+                f"Image node {matte_node!r} shows its frame {shown} at scene frame {scene_frame}, where the plate's "
+                f"node {plate_node!r} shows frame {wanted}: the engine reads a matte at the plate's frame numbers, so "
+                f"give {matte_node!r} the plate node's frame_start {plate['start']}, offset {plate['offset']} and "
+                f"duration {plate['duration']} (and renumber the matte's files if they are numbered otherwise)"
+            )
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -367,6 +424,9 @@ def build_job(
     device: str = _engine_default("device"),
     precision: str = _engine_default("precision"),
     preroll: int = _engine_default("preroll"),
+    warmup: int = _engine_default("warmup"),
+    passes: str = _engine_default("passes"),
+    mattes: Iterable[Matte] = (),
     start_frame: int = _engine_default("start_frame"),
     overwrite: bool = True,
     name: str | None = None,
@@ -391,6 +451,9 @@ def build_job(
             input_colorspace=input_colorspace,
             output_colorspace=output_colorspace,
             preroll=preroll,
+            warmup=warmup,
+            passes=passes,
+            **{name: value for matte in mattes for name, value in matte.fields().items()},
             overwrite=overwrite,
             name=name,
             metadata=dict(metadata or {}),

@@ -145,6 +145,7 @@ class EngineRun:
         image_colorspace: str,
         source_name: str,
         metadata: dict[str, str],
+        mattes: tuple[jobspec.Matte, ...] = (),
     ) -> None:
         scene = context.scene
         settings = scene.rvm_matte
@@ -175,6 +176,9 @@ class EngineRun:
                 device=prefs.device if settings.device == "PREFS" else settings.device,
                 precision=settings.precision,
                 preroll=settings.preroll,
+                warmup=settings.warmup,
+                passes=settings.passes,
+                mattes=mattes,
                 overwrite=settings.overwrite,
                 name=f"{os.path.basename(bpy.data.filepath) or 'untitled'}: {plate.stem}",
                 metadata={"rvm:host": f"Blender {bpy.app.version_string}", **metadata},
@@ -302,6 +306,7 @@ class MatteRun(EngineRun):
                     offset=node.frame_offset,
                     duration=node.frame_duration,
                 )
+            mattes = _mattes(tree, scene, node)
         except jobspec.JobSpecError as exc:
             raise RunError(str(exc)) from None
         super().__init__(
@@ -312,6 +317,7 @@ class MatteRun(EngineRun):
             image_colorspace=image.colorspace_settings.name,
             source_name=node.name,
             metadata={"rvm:plate_node": node.name},
+            mattes=mattes,
         )
 
     def _wire(self, context: bpy.types.Context) -> Any:
@@ -337,6 +343,58 @@ class MatteRun(EngineRun):
             image.colorspace_settings.name = self.matte_colorspace
         image.reload()  # a rerun replaced the frames on disk: drop Blender's cached copies
         return image
+
+
+def _frame_mapping(node: Any) -> dict[str, Any]:
+    return {
+        "start": node.frame_start,
+        "offset": node.frame_offset,
+        "duration": max(node.frame_duration, 1),
+        "cyclic": node.use_cyclic,
+    }
+
+
+def _mattes(tree: Any, scene: Any, plate_node: Any) -> tuple[jobspec.Matte, ...]:
+    """The garbage, core and hold-out mattes the settings name: Image nodes read as they are, like the plate.
+
+    Each must show, at every scene frame, the frame number the plate's node shows there (the engine reads a
+    matte at the plate's numbers), and for a sequence those frames must be on disk.
+    """
+    settings = scene.rvm_matte
+    mattes = []
+    for name in jobspec.MATTES:
+        node_name = getattr(settings, f"{name}_node").strip()
+        if not node_name:
+            continue
+        node = tree.nodes.get(node_name)
+        what = f"the {name.title()} matte's node {node_name!r}"
+        if node is None:
+            raise jobspec.JobSpecError(f"{what} is not in the compositor: choose an Image node, or clear the setting")
+        if node.bl_idname != "CompositorNodeImage" or node.image is None:
+            raise jobspec.JobSpecError(f"{what} is not an Image node with an image: open the matte sequence in one")
+        image = node.image
+        matte = jobspec.plate_for(_abspath(image.filepath, image.library), image.source, image.name)
+        mapping, plate_mapping = _frame_mapping(node), _frame_mapping(plate_node)
+        jobspec.check_matte_mapping(
+            scene.frame_start,
+            scene.frame_end,
+            matte_node=node.name,
+            plate_node=plate_node.name,
+            matte=mapping,
+            plate=plate_mapping,
+        )
+        if matte.kind == jobspec.SEQUENCE:
+            jobspec.check_frames_on_disk(
+                jobspec.file_frames(scene.frame_start, scene.frame_end, **mapping),
+                jobspec.frames_on_disk(matte.input),
+                node_name=node.name,
+                start=node.frame_start,
+                offset=node.frame_offset,
+                duration=node.frame_duration,
+            )
+        channel = getattr(settings, f"{name}_channel").strip() or None
+        mattes.append(jobspec.Matte(name, matte.input, channel, bool(getattr(settings, f"invert_{name}"))))
+    return tuple(mattes)
 
 
 def _set_status(context: bpy.types.Context, text: str | None) -> None:

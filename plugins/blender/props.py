@@ -5,8 +5,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty, StringProperty
 
-from . import compositor
-from .vendor.rvm_spec.job import DEVICES, FIELDS_BY_NAME, PRECISIONS
+from . import compositor, jobspec
+from .vendor.rvm_spec.job import DEVICES, FIELDS_BY_NAME, PASSES, PRECISIONS
 from .vendor.rvm_spec.names import CHECKPOINT_ENV, DEFAULT_ENCODER, ENCODERS, OFFICIAL_CHECKPOINTS
 
 # What the artist reads for each value the engine accepts; the values themselves are the contract's, so a
@@ -22,6 +22,13 @@ _PRECISION_LABELS = {
     "fp16": ("Float 16", "Faster on GPUs"),
     "bf16": ("BFloat 16", "Faster on recent GPUs"),
 }
+_PASSES_LABELS = {
+    "forward": ("Forward", "The shot in its own order, as the official network runs it"),
+    "bidirectional": (
+        "Bidirectional",
+        "Forward and backward, the two mattes combined per frame (about twice the time)",
+    ),
+}
 _ENCODER_LABELS = {
     "mobilenetv3": ("MobileNetV3", "Fast; the official default"),
     "resnet50": ("ResNet-50", "Slower, slightly better edges"),
@@ -31,6 +38,35 @@ _ENCODER_LABELS = {
 def enum_items(values: tuple[str, ...], labels: dict[str, tuple[str, str]]) -> list[tuple[str, str, str]]:
     """EnumProperty items for the contract's allowed values, in its order."""
     return [(value, *labels.get(value, (value, ""))) for value in values]
+
+
+def field_help(name: str) -> str:
+    """A Job field's help as a Blender description (capitalised, no full stop, as Blender's own read)."""
+    text = FIELDS_BY_NAME[name].help
+    return text[:1].upper() + text[1:]
+
+
+def matte_properties(name: str) -> dict[str, object]:
+    """The settings of one matte: the Image node holding it, its channel and its inversion, from the contract."""
+    label = name.title()
+    channel = FIELDS_BY_NAME[f"{name}_channel"]
+    return {
+        f"{name}_node": StringProperty(
+            name=label,
+            description=f"{field_help(f'{name}_matte')}. The Image node holding it (a sequence or movie framed "
+            "like the plate's node); empty: none",
+        ),
+        f"{name}_channel": StringProperty(
+            name=f"{label} Channel",
+            description=f"{field_help(channel.name)}; empty: that default",
+            default=channel.default or "",
+        ),
+        f"invert_{name}": BoolProperty(
+            name=f"Invert {label}",
+            description=field_help(f"invert_{name}"),
+            default=FIELDS_BY_NAME[f"invert_{name}"].default,
+        ),
+    }
 
 
 _DEVICES = enum_items(DEVICES, _DEVICE_LABELS)
@@ -118,6 +154,18 @@ class RVMMatteSettings(bpy.types.PropertyGroup):
         min=0,
         soft_max=100,
     )
+    warmup: IntProperty(  # type: ignore[valid-type]
+        name="Warm-up",
+        description=field_help("warmup"),
+        default=FIELDS_BY_NAME["warmup"].default,
+        min=FIELDS_BY_NAME["warmup"].spec.minimum,
+        soft_max=100,
+    )
+    passes: EnumProperty(  # type: ignore[valid-type]
+        name="Passes",
+        items=enum_items(PASSES, _PASSES_LABELS),
+        default=FIELDS_BY_NAME["passes"].default,
+    )
     input_colorspace: StringProperty(  # type: ignore[valid-type]
         name="Input Colour Space",
         description="The plate's colour space as the engine's OCIO config names it. Empty: taken from the "
@@ -159,6 +207,9 @@ class RVMMatteSettings(bpy.types.PropertyGroup):
         default=(0.0, 0.0, 0.0, 0.0),
     )
 
+
+for _matte in jobspec.MATTES:  # Blender reads a PropertyGroup's settings from its annotations when it registers
+    RVMMatteSettings.__annotations__.update(matte_properties(_matte))
 
 CLASSES = (RVMMattePreferences, RVMMatteSettings)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import compositor, operators, sequencer
+from . import compositor, jobspec, operators, sequencer
 
 
 def matte_folder(context: bpy.types.Context) -> str | None:
@@ -55,6 +55,7 @@ class RVM_PT_matte(bpy.types.Panel):
                 layout.label(text="No compositor nodes yet", icon="INFO")
 
         draw_engine_settings(layout, settings)
+        draw_matte_settings(layout, settings, compositor.compositor_tree(context.scene, create=False))
         col = layout.column(heading="Output")
         col.prop(settings, "output_dir")
         folder = matte_folder(context)
@@ -82,9 +83,25 @@ def draw_engine_settings(layout: bpy.types.UILayout, settings: bpy.types.Propert
     sub.active = not settings.downsample_auto
     sub.prop(settings, "downsample")
     col.prop(settings, "preroll")
+    col.prop(settings, "warmup")
+    col.prop(settings, "passes")
     col.prop(settings, "input_colorspace")
     col.prop(settings, "device")
     col.prop(settings, "precision")
+
+
+def draw_matte_settings(layout: bpy.types.UILayout, settings: bpy.types.PropertyGroup, tree: object) -> None:
+    """Garbage, core and hold-out: an Image node each (the compositor's), its channel and its inversion."""
+    col = layout.column(heading="Mattes")
+    for name in jobspec.MATTES:
+        if tree is not None:
+            col.prop_search(settings, f"{name}_node", tree, "nodes", icon="IMAGE_DATA")
+        else:
+            col.prop(settings, f"{name}_node")
+        sub = col.column()
+        sub.active = bool(getattr(settings, f"{name}_node"))
+        sub.prop(settings, f"{name}_channel")
+        sub.prop(settings, f"invert_{name}")
 
 
 class RVM_PT_sequencer_matte(bpy.types.Panel):
