@@ -23,7 +23,7 @@ from typing import Any
 
 from .vendor.rvm_spec import InputError, Job, format_frame
 from .vendor.rvm_spec.frames import frame_bounds, frame_digits, has_frame_token, range_parts, split_pattern
-from .vendor.rvm_spec.job import FIELDS_BY_NAME
+from .vendor.rvm_spec.job import FIELDS, FIELDS_BY_NAME
 from .vendor.rvm_spec.names import (
     CHECKPOINT_ENV,
     DEFAULT_ENCODER,
@@ -81,9 +81,9 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-#: The node's optional matte inputs, in input order after the plate's; each is named as its Job fields start
-#: (``garbage_matte``, ``garbage_channel``, ``invert_garbage``).
-MATTES = ("garbage", "core", "holdout")
+#: The node's optional matte inputs, in input order after the plate's: the Job's mattes, in the contract's order,
+#: each named as its fields start (``garbage_matte``, ``garbage_channel``, ``invert_garbage``).
+MATTES = tuple(f.name[: -len("_matte")] for f in FIELDS if f.name.endswith("_matte") and f.path is not None)
 #: What Nuke's channel knob holds when no channel is picked: the engine's own choice of channel then applies.
 NO_CHANNEL = "none"
 
