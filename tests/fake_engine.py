@@ -17,6 +17,12 @@ Modes:
   engine's behaviour: finish the frame in flight, stop).
 * ``stubborn``: ignores SIGTERM; leaves a half-written temporary frame and never ends (must be killed).
 
+``python fake_engine.py MODE finetune PLATE KEYFRAMES OUT.pth [flags] --progress json`` stands in for the training:
+``ok`` reports ``--iterations`` steps (3 by default) with a falling loss and a leave-one-out figure, writes
+OUT.pth and OUT.json and reports ``done`` with both; ``wait`` reports one step, waits for SIGTERM, writes the
+checkpoint (as the engine keeps its best weights) and reports ``cancelled``; ``error`` and ``crash`` as for a
+render. Its arguments are kept in ``fake-finetune.json`` beside OUT.pth, for a test to check the command.
+
 ``python fake_engine.py MODE --version`` answers like the engine (``rvm-vfx 0.1.0``), as the plugins'
 check that an engine is usable expects. Each run writes its pid to ``fake-engine.pid`` beside the output,
 so a test can make sure that no fake outlives it (``kill_fake_engines``). ``engine_python`` makes the
@@ -35,7 +41,17 @@ from pathlib import Path
 
 from rvm_vfx.spec import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EventWriter, InputError, format_frame, parse_frames
 from rvm_vfx.spec.names import temporary_frame_path
-from rvm_vfx.spec.progress import CANCELLED, DONE, PROGRESS, START, WARNING, error_event, event
+from rvm_vfx.spec.progress import (
+    CANCELLED,
+    DONE,
+    PROGRESS,
+    START,
+    TRAIN,
+    VALIDATION,
+    WARNING,
+    error_event,
+    event,
+)
 
 #: The temporary name's random part, fixed so that a test can name the file a killed fake leaves behind.
 TOKEN = "0123abcd"
@@ -92,11 +108,60 @@ def stop_requested() -> bool:
     return signal.SIGTERM in signal.sigpending()
 
 
+FINETUNE_RECORD = "fake-finetune.json"
+
+
+def finetune(mode: str, arguments: list[str]) -> int:
+    """The training stand-in: steps and a loss, then OUT.pth and OUT.json, as ``rvm-vfx finetune`` reports them."""
+    plate, keyframes, out = arguments[1:4]
+    flags = arguments[4:]
+    iterations = int(flags[flags.index("--iterations") + 1]) if "--iterations" in flags else 3
+    folder = os.path.dirname(out)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, PID_FILE), "w") as fh:
+        fh.write(str(os.getpid()))
+    with open(os.path.join(folder, FINETUNE_RECORD), "w") as fh:
+        json.dump({"arguments": arguments, "plate": plate, "keyframes": keyframes, "out": out}, fh)
+    sidecar = os.path.splitext(out)[0] + ".json"
+    if mode == "error":
+        send(error_event(InputError(f"{keyframes}: keyframe 1002 is 64x48; the plate is 96x64")))
+        return EXIT_BAD_INPUT
+    if mode == "crash":
+        sys.stderr.write("Traceback (most recent call last):\nRuntimeError: CUDA out of memory\n")
+        return EXIT_FAILED
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    send(event(START, total=iterations, output=out))
+    done = 0
+    for step in range(1, iterations + 1):
+        if stop_requested():
+            break
+        done = step
+        send(event(TRAIN, iteration=step, total=iterations, loss=round(0.5 / step, 6), eta_s=float(iterations - step),
+                   elapsed_s=0.1 * step, phase="train"))  # fmt: skip
+        if mode == "wait" and step == 1:
+            signal.sigwait({signal.SIGTERM})
+            break
+    with open(out, "wb") as fh:
+        fh.write(b"trained weights")
+    with open(sidecar, "w") as fh:
+        json.dump({"iterations": {"done": done, "planned": iterations}}, fh)
+    report = {"checkpoint": out, "sidecar": sidecar, "loss": round(0.5 / max(done, 1), 6)}
+    if done < iterations:
+        send(event(CANCELLED, done=done, total=iterations, stopped="stop", **report))
+        return EXIT_FAILED
+    send(event(VALIDATION, keyframe=1001, mad_before=12.5, mad_after=6.25))
+    send(event(DONE, done=done, total=iterations, stopped=None, **report))
+    return EXIT_OK
+
+
 def main() -> int:
     mode, arguments = sys.argv[1], sys.argv[2:]
     if arguments[-1:] == ["--version"]:
         print("rvm-vfx 0.1.0")
         return EXIT_OK
+    command = next(a for a in arguments if a in ("render", "finetune"))  # the subcommand: what precedes it is ignored
+    if command == "finetune":
+        return finetune(mode, arguments[arguments.index(command) :])
     job_path = arguments[arguments.index("render") + 1]
     with open(job_path, encoding="utf-8") as fh:
         job = json.load(fh)

@@ -200,7 +200,7 @@ def test_the_new_node_is_connected_once_its_input_exists(fake, node, tmp_path, s
     plate = fake.nodes.Read(name="Plate")
     fake.selected = plate
     group = node.create_node()
-    assert group.input(0) is plate and group.maximumInputs() == 1 + len(jobs.MATTES)  # the plate, then the mattes
+    assert group.input(0) is plate and group.maximumInputs() == 2 + len(jobs.MATTES)  # plate, mattes, keyframes
     fake.selected = None
     assert node.create_node().input(0) is None  # nothing selected: nothing to connect, and no error
 

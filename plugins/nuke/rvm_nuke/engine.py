@@ -32,6 +32,8 @@ from .vendor.rvm_spec.progress import (
     ERROR,
     PROGRESS,
     START,
+    TRAIN,
+    VALIDATION,
     WARNING,
     Event,
     parse_line,
@@ -204,6 +206,17 @@ def _event_text(event: Event) -> str:
         if eta is not None and eta >= 0:
             text += f", about {_duration(eta)} left"
         return text
+    if kind == TRAIN:  # a fine-tuning step: rvm-vfx finetune
+        loss = event.loss
+        text = f"step {_shown(event.iteration)} of {total}" + (f", loss {loss:.4f}" if loss is not None else "")
+        eta = event.eta_s
+        return text + (f", about {_duration(eta)} left" if eta is not None and eta >= 0 else "")
+    if kind == VALIDATION:
+        fields = event.fields
+        return (
+            f"held-out keyframe {_shown(fields.get('keyframe'))}: MAD {_shown(fields.get('mad_before'))} "
+            f"before, {_shown(fields.get('mad_after'))} after"
+        )
     if kind == WARNING:
         return f"warning: {event.message}"
     if kind == CUT:

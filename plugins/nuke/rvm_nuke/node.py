@@ -19,7 +19,7 @@ from typing import Any
 
 import nuke
 
-from . import engine, jobs
+from . import engine, jobs, training
 from .vendor.rvm_spec import Event, parse_frames
 
 NODE_NAME = "RVMMatte1"
@@ -51,6 +51,7 @@ _BUTTON_SCRIPTS = {
     "render": jobs.knob_script("on_render(nuke.thisNode())", jobs.PLUGIN_MISSING),
     "send_to_farm": jobs.knob_script("on_send_to_farm(nuke.thisNode())", jobs.PLUGIN_MISSING),
     "reload": jobs.knob_script("on_reload(nuke.thisNode())", jobs.PLUGIN_MISSING),
+    "train": jobs.knob_script("on_train(nuke.thisNode())", jobs.PLUGIN_MISSING),
 }
 _KNOB_CHANGED = jobs.knob_script("knob_changed(nuke.thisNode(), nuke.thisKnob())")
 
@@ -86,7 +87,7 @@ def _selected_node() -> Any:
 
 def add_knobs(group: Any) -> None:
     group.addKnob(nuke.Tab_Knob(TAB_NAME, "RVM Matte"))
-    for spec in jobs.KNOBS:
+    for spec in panel_knobs():
         if spec.kind == "file":
             knob = nuke.File_Knob(spec.name, spec.label)
         elif spec.kind == "string":
@@ -112,7 +113,7 @@ def add_knobs(group: Any) -> None:
             raise ValueError(spec.kind)
         if spec.kind in jobs.VALUE_KINDS:
             knob.setValue(spec.default)
-        if spec.name in ("downsample_auto", "render"):
+        if spec.name in ("downsample_auto", "render", "train"):
             knob.setFlag(nuke.STARTLINE)
         if spec.tooltip:
             knob.setTooltip(spec.tooltip)
@@ -123,6 +124,12 @@ def add_knobs(group: Any) -> None:
     group.knob("knobChanged").setValue(_KNOB_CHANGED)
 
 
+def panel_knobs() -> tuple[jobs.KnobSpec, ...]:
+    """The node's knobs in panel order: its own, with training's ("Train on keyframes") above the status line."""
+    last = len(jobs.KNOBS) - 1 if jobs.KNOBS[-1].name == "status" else len(jobs.KNOBS)
+    return (*jobs.KNOBS[:last], *training.KNOBS, *jobs.KNOBS[last:])
+
+
 def build_internals(group: Any) -> None:
     """Input -> Switch(0); matte Read -> Switch(1) -> Output. Until a matte exists the node passes through.
 
@@ -131,7 +138,7 @@ def build_internals(group: Any) -> None:
     """
     with group:
         source = nuke.nodes.Input(name=INPUT_NAME)
-        for name in jobs.MATTES:
+        for name in (*jobs.MATTES, training.KEYFRAMES_INPUT):
             nuke.nodes.Input(name=name)
         read = nuke.nodes.Read(name=READ_NAME)
         switch = nuke.nodes.Switch(name=SWITCH_NAME)
@@ -772,3 +779,9 @@ def on_send_to_farm(group: Any) -> Any:
 
 def on_reload(group: Any) -> Any:
     return _guarded(reload_matte, group)
+
+
+def on_train(group: Any) -> Any:
+    from .train_node import train_on_keyframes  # the training glue uses this module's plan, precomp and dialog
+
+    return _guarded(train_on_keyframes, group)
