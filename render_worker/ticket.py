@@ -278,6 +278,7 @@ def _frames(job: Job, config: WorkerConfig, input_roots: list[Path]) -> list[int
             if not inside(path, input_roots):
                 raise InputError(f"ticket field 'input': plate frame {path} resolves outside the allowed input roots")
         out_frames = [frame for frame, _ in mapping]
+        _check_matte_frames(job, out_frames, input_roots)
         try:
             check_output_targets(job, source, out_frames)
         except InputError as exc:
@@ -285,3 +286,22 @@ def _frames(job: Job, config: WorkerConfig, input_roots: list[Path]) -> list[int
     finally:
         source.close()
     return out_frames
+
+
+def _check_matte_frames(job: Job, frames: list[int], input_roots: list[Path]) -> None:
+    """Every matte frame the render reads inside the input roots, as every plate frame is: a matte's folder
+    inside a root may still hold links to files outside it."""
+    from rvm_vfx.mattes import Mattes  # numpy: imported late, as the engine's rules are
+
+    mattes = Mattes.open(job, frames)
+    if mattes is None:
+        return
+    try:
+        for field, files in mattes.files().items():
+            for path in files:
+                if not inside(path, input_roots):
+                    raise InputError(
+                        f"ticket field '{field}': matte frame {path} resolves outside the allowed input roots"
+                    )
+    finally:
+        mattes.close()
