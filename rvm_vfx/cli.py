@@ -43,7 +43,16 @@ class BarProgress:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == START:
-            self.bar = self._tqdm(total=event["total"], initial=0, unit="frame", dynamic_ncols=True, file=sys.stderr)
+            self.close()  # a bidirectional render starts a bar per pass
+            name = event.get("pass")
+            self.bar = self._tqdm(
+                total=event["total"],
+                initial=0,
+                unit="frame",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                desc=f"{name} pass" if name else None,
+            )
         elif kind == PROGRESS and self.bar is not None:
             self.bar.n = event["done"]
             self.bar.set_postfix_str(f"frame {event['frame']}", refresh=False)
@@ -57,6 +66,7 @@ class BarProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def make_progress(mode: str) -> Callable[[dict[str, Any]], None] | Any:

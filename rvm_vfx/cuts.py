@@ -119,10 +119,15 @@ class Cuts:
     the first frame this render read (a chunk of a farm render counts from its own pre-roll).
     """
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, reverse: bool = False) -> None:
         self.listed: tuple[int, ...] = parse_cuts(value) or ()
         self.detector = CutDetector() if value == CUTS_AUTO else None
         self.shot = 0
+        # The backward pass (``rvm_vfx.passes``) reads frames in reverse: a shot boundary lies between the frame
+        # read before (a later one) and this one, and ``found`` lists the cuts so seen (the later frame).
+        self.reverse = reverse
+        self.previous: int | None = None
+        self.found: list[int] = []
 
     @property
     def detects(self) -> bool:
@@ -133,12 +138,24 @@ class Cuts:
 
         A listed cut is one even on the first frame read (a resumed render restores a state from before it);
         a detected one needs the frame before it, so the first frame a render reads is never one."""
+        if self.reverse:
+            return self._at_reversed(frame, sig)
         if self.detector is None:
             self.shot = sum(1 for c in self.listed if c <= frame)
             return frame in self.listed
         cut = sig is not None and self.detector.is_cut(sig)
         self.shot += int(cut)
         return cut
+
+    def _at_reversed(self, frame: int, sig: Signature | None) -> bool:
+        """Reading backward: whether ``frame`` ends a shot that the frame read before it (a later one) was in."""
+        later, self.previous = self.previous, frame
+        if self.detector is None:
+            crossed = [c for c in self.listed if later is not None and frame < c <= later]
+        else:
+            crossed = [later] if sig is not None and self.detector.is_cut(sig) and later is not None else []
+        self.found.extend(crossed)
+        return bool(crossed)
 
     # ---------------------------------------------------------------- resuming
 
@@ -148,6 +165,8 @@ class Cuts:
         previous = detector.previous if detector is not None else None
         return {
             "shot": self.shot,
+            "previous": self.previous,
+            "found": list(self.found),
             "recent": list(detector.recent) if detector is not None else [],
             "histogram": previous.histogram.tolist() if previous is not None else None,
             "thumbnail": previous.thumbnail.tolist() if previous is not None else None,
@@ -158,6 +177,8 @@ class Cuts:
         if not state:
             return
         self.shot = int(state.get("shot", 0))
+        self.previous = None if state.get("previous") is None else int(state["previous"])
+        self.found = [int(c) for c in state.get("found", [])]
         detector = self.detector
         if detector is None:
             return

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from .color import ColorPipeline
-from .cuts import Cuts, Signature, signature
+from .cuts import CutDetector, Cuts, Signature, signature
 from .errors import ImageReadError
 from .frame_io import Plate
 from .job import Job
@@ -41,6 +42,13 @@ _Read = tuple[Plate, np.ndarray, str, "Signature | None"]
 
 #: One frame of the work list: (output frame number, source frame read for it, whether it is written).
 WorkItem = tuple[int, int, bool]
+#: The frames (output number, source frame) that warm the state before a shot's first source frame, in the order
+#: they are stepped (``rvm_vfx.passes.warm_sources``).
+WarmPlan = Callable[[int], list[tuple[int, int]]]
+#: What a pass does with a frame's (fgr, pha) and how many frames of the shot it had seen: the forward pass of a
+#: bidirectional render combines them with the backward pass's (``blend``), the backward pass keeps them (``sink``).
+Blend = Callable[[int, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+Sink = Callable[[int, np.ndarray, np.ndarray, int], list[str]]
 
 
 @dataclass(frozen=True)
@@ -91,13 +99,20 @@ class FramePipeline:
         color: ColorPipeline,
         reporter: Reporter,
         stop: threading.Event | None,
+        *,
+        cuts: Cuts | None = None,
+        warm: WarmPlan | None = None,
+        blend: Blend | None = None,
+        sink: Sink | None = None,
     ) -> None:
         self.job = job
         self.color = color
         self.reporter = reporter
         self.stop = stop or threading.Event()
         self.frame_in_network: int | None = None  # for the session's warnings, which name no frame
-        self.cuts = Cuts(job.cuts)
+        self.cuts = cuts if cuts is not None else Cuts(job.cuts)
+        self.warm, self.blend, self.sink = warm, blend, sink
+        self.restored = False  # a restored state is warm already: no warm-up before the first frame run
         self.session = MattingSession(
             model,
             job.downsample,
@@ -131,6 +146,7 @@ class FramePipeline:
     def restore(self, snap: dict[str, Any]) -> None:
         self.session.restore(snap)
         self.cuts.restore(snap.get("cuts"))
+        self.restored = True
 
     # ---------------------------------------------------------------- the loop
 
@@ -139,7 +155,7 @@ class FramePipeline:
         source: FrameSource,
         work: list[WorkItem],
         start_index: int,
-        writer: FrameWriter,
+        writer: FrameWriter | None,
         state: StateFolder | None,
     ) -> None:
         """Run ``work`` (pre-roll, then output frames from output index ``start_index``) to the end or a stop."""
@@ -167,7 +183,7 @@ class _Run:
         source: FrameSource,
         work: list[WorkItem],
         start_index: int,
-        writer: FrameWriter,
+        writer: FrameWriter | None,
         state: StateFolder | None,
         readers: ThreadPoolExecutor,
         writers: ThreadPoolExecutor,
@@ -192,14 +208,15 @@ class _Run:
         self.pending: deque[tuple[int, int, Future[list[str]]]] = deque()
         self.snapshots: deque[tuple[int, dict[str, Any]]] = deque()
         self.t0 = time.perf_counter()
+        self.fresh = not pipeline.restored  # the first frame run starts a shot unless a snapshot was restored
 
     def all_frames(self) -> None:
         self.top_up()
-        for frame, _src, write in self.work:
+        for frame, src, write in self.work:
             if self.pipeline.stop.is_set():
                 self.report.stopped = True
                 break
-            self.step(frame, write)
+            self.step(frame, src, write)
             self.finish_writes(self.write_behind)
         self.finish_writes(0)
         if self.report.stopped and self.state is not None and self.write_index > self.start_index:
@@ -212,14 +229,18 @@ class _Run:
             self.reads.append(self.readers.submit(self.pipeline.read, self.source, frame, src))
             self.next_read += 1
 
-    def step(self, frame: int, write: bool) -> None:
+    def step(self, frame: int, src: int, write: bool) -> None:
         """The next frame through the network; its files queued for the writers when it is written."""
         plate, model_rgb, space, sig = self.reads.popleft().result()
         cuts = self.pipeline.cuts
-        if cuts.at(frame, sig):
+        new_shot = cuts.at(frame, sig)
+        if new_shot:
             self.session.reset()  # a new shot: nothing of the last one may carry over
-            if write:
+            if write and not cuts.reverse:
                 self.pipeline.reporter.cut(frame, cuts.shot)
+        if (new_shot or self.fresh) and self.pipeline.warm is not None:
+            self.warm_up(src, sig)
+        self.fresh = False
         sized = io_plan(self.session.device.type, plate.header.width * plate.header.height, self.cores)
         self.read_ahead, self.write_behind = sized.read_ahead, sized.write_behind
         self.top_up()
@@ -231,11 +252,48 @@ class _Run:
         fgr_np = fgr[0].permute(1, 2, 0).numpy()
         pha_np = pha[0, 0].numpy()
         ratio = self.session.ratio_for(plate.header.height, plate.header.width)
-        fut = self.writers.submit(self.writer.write, frame, plate, model_rgb, space, fgr_np, pha_np, ratio, cuts.shot)
+        seen = self.session.frames_seen
+        fut = self.writers.submit(self.emit, frame, plate, model_rgb, space, fgr_np, pha_np, ratio, cuts.shot, seen)
         self.pending.append((self.write_index, frame, fut))
         if self.snapshot_every > 0 and (self.write_index + 1) % self.snapshot_every == 0:
             self.snapshots.append((self.write_index, self.pipeline.snapshot()))
         self.write_index += 1
+
+    def warm_up(self, src: int, sig: Signature | None) -> None:
+        """Step the frames that warm the state before source frame ``src`` starts a shot (not written).
+
+        They are read here, on the main loop (a few frames per shot). With detected cuts a fresh detector
+        follows them in the order stepped: a cut found among them resets the state there, and a cut between
+        the last of them and ``src`` throws them all away, so no other shot's memory reaches this one."""
+        detector = CutDetector() if self.pipeline.cuts.detects else None
+        for warm_frame, warm_src in self.pipeline.warm(src):  # type: ignore[misc]  # called only when set
+            _, model_rgb, _, warm_sig = self.pipeline.read(self.source, warm_frame, warm_src)
+            if detector is not None and warm_sig is not None and detector.is_cut(warm_sig):
+                self.session.reset()
+            self.pipeline.frame_in_network = warm_frame
+            self.session.step(torch.from_numpy(model_rgb).permute(2, 0, 1)[None])
+        if detector is not None and sig is not None and detector.previous is not None and detector.is_cut(sig):
+            self.session.reset()
+
+    def emit(
+        self,
+        frame: int,
+        plate: Plate,
+        model_rgb: np.ndarray,
+        space: str,
+        fgr: np.ndarray,
+        pha: np.ndarray,
+        ratio: float,
+        shot: int,
+        seen: int,
+    ) -> list[str]:
+        """A stepped frame's result to where its pass sends it (on a writer thread)."""
+        pipeline = self.pipeline
+        if pipeline.blend is not None:
+            fgr, pha = pipeline.blend(frame, fgr, pha, seen)
+        if pipeline.sink is not None:
+            return pipeline.sink(frame, fgr, pha, seen)
+        return self.writer.write(frame, plate, model_rgb, space, fgr, pha, ratio, shot)  # type: ignore[union-attr]
 
     def finish_writes(self, block_until: int) -> None:
         """Collect finished writes in order; persist snapshots whose frames are all on disk."""

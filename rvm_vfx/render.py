@@ -11,22 +11,27 @@ writing them), ``resume_state`` (the state folder: whose it is, snapshots, where
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from .allocator import retain_freed_memory
 from .color import ColorPipeline, load_config
-from .cuts import last_cut_at_or_before
+from .cuts import Cuts, last_cut_at_or_before
 from .frame_pipeline import LARGE_FRAME_PIXELS, FramePipeline, IOPlan, WorkItem, io_plan, usable_cores
 from .job import Job
 from .mattes import Mattes
 from .model import MattingNetwork
+from .passes import BIDIRECTIONAL, FORWARD, backward_folder, run_backward, warm_plan
 from .render_outputs import FrameWriter, check_output_targets, check_outputs
 from .render_report import ProgressCallback, RenderReport, Reporter
 from .resume_state import StateFolder, frame_is_whole
 from .sequence import FrameSource, open_source, parse_frames, resolve_frames
+from .spec.job import parse_cuts
 from .spec.progress import START
 from .weights import load_model, resolve_checkpoint, sha256_of
 
@@ -129,23 +134,31 @@ def render(
         if model is None:
             model, checkpoint_sha256 = cached_model(job.checkpoint)
         color, output_space = _colour(job)
-        reporter = Reporter(progress)
+        reporter = Reporter(progress, pass_name=FORWARD if job.passes == BIDIRECTIONAL else None)
         started = time.perf_counter()
-        pipeline = FramePipeline(job, model, color, reporter, stop)
         writer = FrameWriter(job, color, output_space, model, checkpoint_sha256 or "", mattes)
         state = StateFolder(state_dir, job) if state_dir else None
+        ours = state.claim() if state is not None else False
+        check_outputs(job, out_frames, ours)
         reporter.report.total = len(plan.frames)
         reporter.report.output_colorspace = output_space
-        work, start_index = _work(job, plan, pipeline, state, reporter.report)
-        reporter.send(
-            START,
-            total=len(out_frames),
-            output=job.output,
-            resumed_from=reporter.report.resumed_from,
-            first=out_frames[0],
-            last=out_frames[-1],
-        )
-        pipeline.run(source, work, start_index, writer, state)
+        with ExitStack() as stack:
+            pipeline, plan = _forward_pass(job, source, plan, model, color, reporter, stop, state_dir, ours, stack)
+            if pipeline is None:  # stopped during the backward pass
+                reporter.report.stopped = True
+                return reporter.finish(time.perf_counter() - started)
+            work, start_index = _work(plan, pipeline, state, ours, reporter.report)
+            reporter.send(
+                START,
+                total=len(out_frames),
+                output=job.output,
+                resumed_from=reporter.report.resumed_from,
+                first=out_frames[0],
+                last=out_frames[-1],
+            )
+            pipeline.run(source, work, start_index, writer, state)
+            if job.passes == BIDIRECTIONAL and state_dir is not None and not reporter.report.stopped:
+                shutil.rmtree(os.path.join(state_dir, "backward"), ignore_errors=True)  # a shot of half floats
     finally:
         source.close()
         if mattes is not None:
@@ -153,13 +166,43 @@ def render(
     return reporter.finish(time.perf_counter() - started)
 
 
+def _forward_pass(
+    job: Job,
+    source: FrameSource,
+    plan: _Plan,
+    model: MattingNetwork,
+    color: ColorPipeline,
+    reporter: Reporter,
+    stop: threading.Event | None,
+    state_dir: str | os.PathLike[str] | None,
+    ours: bool,
+    stack: ExitStack,
+) -> tuple[FramePipeline | None, _Plan]:
+    """The pipeline and plan of the pass that writes the frames; a bidirectional job runs its backward pass
+    first (None when it was stopped there), and both passes start shots at the cuts the backward pass found."""
+
+    def pipeline_for(pass_reporter: Reporter, **hooks: object) -> FramePipeline:
+        return FramePipeline(job, model, color, pass_reporter, stop, **hooks)  # type: ignore[arg-type]
+
+    if job.passes != BIDIRECTIONAL:
+        return pipeline_for(reporter, warm=warm_plan(source, job.warmup, +1, parse_cuts(job.cuts) or ())), plan
+    folder, resumable = stack.enter_context(backward_folder(job, state_dir, ours))
+    backward = run_backward(job, source, plan.frames, plan.preroll, pipeline_for, folder, resumable, reporter.progress)
+    reporter.report.warnings.extend(w for w in backward.warnings if w not in reporter.report.warnings)
+    if backward.stopped:
+        return None, plan
+    cuts = backward.forward_cuts(job)
+    if cuts != job.cuts:  # detected by the backward pass: the forward pre-roll stops at them too
+        plan = _plan(dataclasses.replace(job, cuts=cuts), source)
+    warm = warm_plan(source, job.warmup, +1, parse_cuts(cuts) or ())
+    return pipeline_for(reporter, cuts=Cuts(cuts), warm=warm, blend=backward.blend), plan
+
+
 def _work(
-    job: Job, plan: _Plan, pipeline: FramePipeline, state: StateFolder | None, report: RenderReport
+    plan: _Plan, pipeline: FramePipeline, state: StateFolder | None, ours: bool, report: RenderReport
 ) -> tuple[list[WorkItem], int]:
-    """(the frames to run, the output index of the first written) after checking the outputs and, with a
-    state folder of this job's, restoring the session to where the last render stopped."""
-    ours = state.claim() if state is not None else False
-    check_outputs(job, [frame for frame, _ in plan.frames], ours)
+    """(the frames to run, the output index of the first written), with a state folder of this job's, after
+    restoring the session to where the last render stopped."""
     start_index, snap = state.resume_point(plan.frames) if state is not None and ours else (0, None)
     preroll = plan.preroll
     if snap is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .spec.frames import format_frames
-from .spec.progress import CUT, WARNING, event
+from .spec.progress import CUT, PROGRESS, START, WARNING, event
 
 log = logging.getLogger("rvm_vfx.render")  # a render's warnings, under the name callers filter on
 
@@ -65,13 +65,18 @@ class RenderReport:
 class Reporter:
     """One render's report and its progress callback, shared by the pipeline's threads."""
 
-    def __init__(self, progress: ProgressCallback | None) -> None:
+    def __init__(self, progress: ProgressCallback | None, pass_name: str | None = None) -> None:
         self.report = RenderReport(total=0)
+        self.progress = progress
+        #: A bidirectional render's pass ("backward", "forward"): its start and progress events say which.
+        self.pass_name = pass_name
         self._send = progress or (lambda message: None)
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
     def send(self, kind: str, **fields: Any) -> None:
+        if self.pass_name is not None and kind in (START, PROGRESS):
+            fields = {**fields, "pass": self.pass_name}
         self._send(event(kind, **fields))
 
     def warn(self, message: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ def frame_is_whole(path: str) -> bool:
         return pixels is not None and not inp.has_error
     finally:
         inp.close()
+
+
+def _outputs_whole(_frame: int, paths: dict[str, str]) -> bool:
+    return all(os.path.exists(p) and frame_is_whole(p) for p in paths.values())
 
 
 class StateFolder:
@@ -89,14 +94,20 @@ class StateFolder:
                 tmp.unlink(missing_ok=True)
             raise write_error(marker, "cannot write the state marker", exc) from exc
 
-    def resume_point(self, frames: list[tuple[int, int]]) -> tuple[int, dict[str, Any] | None]:
-        """(first output index to render, snapshot to restore) from the newest snapshot whose frames are whole."""
+    def resume_point(
+        self, frames: list[tuple[int, int]], is_whole: Callable[[int, dict[str, str]], bool] | None = None
+    ) -> tuple[int, dict[str, Any] | None]:
+        """(first output index to render, snapshot to restore) from the newest snapshot whose frames are whole.
+
+        ``is_whole(frame, its output paths)`` says whether a frame's results read back; by default, every output
+        file opens and decodes (the backward pass of a bidirectional render keeps its frames otherwise)."""
         snapshots = self.snapshots()
         if not snapshots:
             return 0, None
+        whole = is_whole or _outputs_whole
         first_bad = len(frames)
         for index, (frame, _) in enumerate(frames[: snapshots[-1] + 1]):
-            if not all(os.path.exists(p) and frame_is_whole(p) for p in output_paths(self.job, frame).values()):
+            if not whole(frame, output_paths(self.job, frame)):
                 first_bad = index
                 break
         usable = [s for s in snapshots if s < first_bad]
