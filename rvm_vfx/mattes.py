@@ -28,6 +28,7 @@ and a frame held back for a second pass is read only when it is written.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,8 @@ __all__ = ["KINDS", "MatteInput", "MatteSequence", "Mattes", "apply_mattes", "ma
 KINDS: tuple[str, ...] = ("core", "holdout", "garbage")
 #: How a source without channel names (a video) names its channels.
 _VIDEO_CHANNELS = ("R", "G", "B")
+#: Video matte frames kept after decoding, for writer threads that ask for them a little out of order.
+_VIDEO_KEPT = 8
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,10 @@ def _read_channel(path: str, wanted: str | None) -> _Channel:
         try:
             index = pick_channel(tuple(spec.channelnames), wanted)
         except LookupError as exc:
-            shown = str(exc).replace(", ".join(spec.channelnames), ", ".join(everywhere))
-            raise ImageReadError(f"{path}: {shown}") from None
+            problem = str(exc)
+            if wanted is not None:  # the list names the channels of every part, not only the first
+                problem = f"no channel {wanted!r}; channels in the file: {', '.join(everywhere) or 'none'}"
+            raise ImageReadError(f"{path}: {problem}") from None
         if spec.deep or spec.depth > 1:
             raise ImageReadError(f"{path}: deep and volume images cannot be mattes")
         if not inp.seek_subimage(part, 0):
@@ -135,6 +140,9 @@ class MatteSequence:
             self.mapping = dict(resolve_frames(self.source, frames, job.missing))
         except InputError as exc:
             raise InputError(f"job field '{matte.field}': {exc}") from None
+        self._lock = threading.Lock()
+        self._decoded: dict[int, np.ndarray] = {}
+        self._next_decode: int | None = None
 
     def path(self, frame: int) -> str:
         return self.source.path(self.mapping[frame])
@@ -169,12 +177,27 @@ class MatteSequence:
     def _channel(self, src: int, path: str) -> _Channel:
         if isinstance(self.source, ImageSequence):
             return _read_channel(path, self.matte.channel)
-        plate = self.source.read(src)  # a video: its R, G, B
         try:
             index = pick_channel(_VIDEO_CHANNELS, self.matte.channel)
         except LookupError as exc:
             raise ImageReadError(f"{path}: {exc}") from None
-        return _Channel(np.ascontiguousarray(plate.rgb[..., index]), _VIDEO_CHANNELS[index], 0, 0)
+        return _Channel(np.ascontiguousarray(self._video_frame(src)[..., index]), _VIDEO_CHANNELS[index], 0, 0)
+
+    def _video_frame(self, src: int) -> np.ndarray:
+        """A video matte's frame, decoded in order: the writer threads may ask for 1002 before 1001, and a
+        video decoder steps back only by starting again from the first frame."""
+        with self._lock:
+            if src not in self._decoded:
+                start = self._next_decode if self._next_decode is not None else min(self.mapping.values())
+                if start > src:
+                    start = src  # behind what was decoded and no longer kept: the decoder starts again
+                # Frames on the way are decoded anyway; the last few are kept for the writers still to ask.
+                for f in range(max(start, src - _VIDEO_KEPT), src + 1):
+                    self._decoded[f] = self.source.read(f).rgb
+                self._next_decode = src + 1
+                for old in [f for f in self._decoded if f < src - _VIDEO_KEPT]:
+                    del self._decoded[old]
+            return self._decoded[src]
 
     def close(self) -> None:
         self.source.close()

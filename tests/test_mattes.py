@@ -229,6 +229,56 @@ def test_an_8_bit_matte_is_its_code_over_255_with_no_colour_transform(tmp_path: 
     np.testing.assert_array_equal(sequence.read(1, ImageHeader(width=16, height=16))[0], 1.0 - values)
 
 
+def test_a_layered_channel_is_found_by_its_full_name(tmp_path: Path) -> None:
+    pixels = np.zeros((8, 8, 5), np.float32)
+    pixels[..., 3] = 0.25  # A: the default
+    pixels[..., 4] = 0.75  # mask.Y: asked for
+    write_channels(tmp_path / "m.0001.exr", pixels, ("R", "G", "B", "A", "mask.Y"), "float")
+    header = ImageHeader(width=8, height=8)
+
+    def read_channel(channel: str | None) -> tuple[float, str]:
+        matte = MatteInput("core", str(tmp_path / "m.####.exr"), channel, False)
+        values, name = MatteSequence(matte, Job("a", "b.exr"), [1]).read(1, header)
+        return float(values.mean()), name
+
+    assert read_channel(None) == (0.25, "A")
+    assert read_channel("mask.Y") == (0.75, "mask.Y")
+    with pytest.raises(InputError, match=r"no channel 'Y'; channels in the file: R, G, B, A, mask\.Y$"):
+        read_channel("Y")
+
+
+def test_a_video_matte_reads_its_frames_in_any_order_without_starting_over(tmp_path: Path) -> None:
+    import av
+
+    path = tmp_path / "matte.mkv"
+    levels = [16, 64, 128, 192, 240]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=24)  # lossless: the values can be checked exactly
+        stream.width, stream.height, stream.pix_fmt = 16, 8, "bgr0"
+        for level in levels:
+            image = np.zeros((8, 16, 3), np.uint8)
+            image[..., 0], image[..., 1] = level, 255 - level
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="bgr0")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    job = Job("a", "b.exr", start_frame=1001)
+    frames = list(range(1001, 1006))
+    red = MatteSequence(MatteInput("garbage", str(path), None, False), job, frames)
+    green = MatteSequence(MatteInput("garbage", str(path), "G", False), job, frames)
+    header = ImageHeader(width=16, height=8)
+    reopened = []
+    red.source._open = lambda real=red.source._open: (reopened.append(1), real())[1]  # type: ignore[method-assign]
+    for frame in (1002, 1001, 1003, 1005, 1004):  # as two writer threads may ask
+        values, channel = red.read(frame, header)
+        assert channel == "R" and np.all(values == np.float32(levels[frame - 1001]) / np.float32(255))
+    assert reopened == []  # every frame decoded once, in order
+    values, channel = green.read(1003, header)
+    assert channel == "G" and np.all(values == np.float32(255 - 128) / np.float32(255))
+    with pytest.raises(InputError, match=r"frame 1001\): no channel 'A'; channels in the file: R, G, B$"):
+        MatteSequence(MatteInput("core", str(path), "A", False), job, frames).read(1001, header)
+
+
 # ----------------------------------------------------------------------------------------- bad input
 
 
