@@ -17,9 +17,9 @@ from types import ModuleType
 
 def _host_modules() -> tuple[ModuleType, ...]:
     """The modules that register with Blender, in registration order."""
-    from . import operators, props, sequencer, ui
+    from . import finetune_ops, operators, props, sequencer, ui
 
-    return (props, operators, sequencer, ui)
+    return (props, operators, sequencer, ui, finetune_ops)  # finetune_ops' panel sits inside ui's
 
 
 def register() -> None:
