@@ -7,6 +7,10 @@ The first chunk keeps the job's own pre-roll, so it is exactly the start of a si
 A job that lists its cuts is split at them too: a chunk that starts a shot needs no pre-roll (the state
 is reset there in any render), and no chunk's pre-roll reaches back into another shot (the engine starts
 it at the last cut). Detected cuts (``auto``) are found by each chunk as it reads its pre-roll.
+
+A bidirectional job (``passes``) runs each chunk backward too, and that pass is warm only with frames after the
+chunk: each chunk before the last gets ``postroll`` = ``max(preroll, job postroll)`` frames after it (none when
+the next chunk starts at a listed cut), the last keeps the job's own, as the first keeps its pre-roll.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Chunk:
     index: int
     frames: tuple[int, ...]
     preroll: int
+    postroll: int = 0
 
     @property
     def frames_text(self) -> str:
@@ -35,10 +40,17 @@ class Chunk:
 
 
 def plan_chunks(
-    frames: list[int], chunk_size: int, preroll: int, job_preroll: int = 0, cuts: tuple[int, ...] = ()
+    frames: list[int],
+    chunk_size: int,
+    preroll: int,
+    job_preroll: int = 0,
+    cuts: tuple[int, ...] = (),
+    job_postroll: int = 0,
+    bidirectional: bool = False,
 ) -> list[Chunk]:
     """Consecutive runs of up to ``chunk_size`` output frames, none across a cut in ``cuts``; the first keeps
-    ``job_preroll``, one that starts at a cut none, the others get ``max(preroll, job_preroll)``."""
+    ``job_preroll``, one that starts at a cut none, the others get ``max(preroll, job_preroll)``; with
+    ``bidirectional`` the same after each chunk for the backward pass (``job_postroll`` for the last)."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     chunks: list[Chunk] = []
@@ -51,8 +63,11 @@ def plan_chunks(
                 warm = 0
             else:
                 warm = max(preroll, job_preroll)
-            chunks.append(Chunk(len(chunks), part, warm))
-    return chunks
+            chunks.append(Chunk(len(chunks), part, warm, job_postroll))
+    if not bidirectional:
+        return chunks
+    after = [0 if following.frames[0] in cuts else max(preroll, job_postroll) for following in chunks[1:]]
+    return [dataclasses.replace(c, postroll=p) for c, p in zip(chunks, [*after, job_postroll], strict=True)]
 
 
 def _split_at(frames: list[int], cuts: set[int]) -> list[list[int]]:
@@ -67,7 +82,7 @@ def _split_at(frames: list[int], cuts: set[int]) -> list[list[int]]:
 
 def chunk_job(job: Job, chunk: Chunk) -> Job:
     """The same Job restricted to the chunk's frames with its pre-roll: what one cluster task renders."""
-    return dataclasses.replace(job, frames=chunk.frames_text, preroll=chunk.preroll)
+    return dataclasses.replace(job, frames=chunk.frames_text, preroll=chunk.preroll, postroll=chunk.postroll)
 
 
 def chunk_resources(job: Job) -> dict[str, float] | None:

@@ -109,7 +109,15 @@ class DaskExecutor:
 
     def run(self, ticket: Ticket, claim: Claim, stop: threading.Event, progress: ProgressSink) -> Outcome:
         job = ticket.job
-        chunks = plan_chunks(ticket.frames, self.chunk_size, self.preroll, job.preroll, parse_cuts(job.cuts) or ())
+        chunks = plan_chunks(
+            ticket.frames,
+            self.chunk_size,
+            self.preroll,
+            job.preroll,
+            parse_cuts(job.cuts) or (),
+            job.postroll,
+            job.passes == "bidirectional",
+        )
         state = claim.job_dir / STATE
         finished: dict[int, dict[str, Any]] = {}
         for chunk in chunks:
@@ -243,6 +251,7 @@ class DaskExecutor:
                     "chunk": chunk.index,
                     "frames": chunk.frames_text,
                     "preroll": chunk.preroll,
+                    "postroll": chunk.postroll,
                     "worker": result.get("worker"),
                     "host": result.get("host"),
                     "resumed_from": report.get("resumed_from"),

@@ -45,10 +45,12 @@ from .spec.progress import START
 FORWARD, BACKWARD = "forward", "backward"
 BIDIRECTIONAL = "bidirectional"
 
-#: How the two passes are combined (``combine``'s ``mode``): plain mean, or each pass weighted by how much of
-#: the shot it remembers at that frame. ``COMBINE`` is the engine's choice, measured by ``bench/evaluate_passes.py``
-#: (docs/quality.md).
-COMBINE_MODES = ("mean", "memory")
+#: How the two passes are combined (``combine``'s ``mode``): plain mean; each pass weighted by how much of the shot
+#: it remembers at that frame; or by agreement (the mean where the passes agree, the lower alpha where they differ
+#: by more than ``DISAGREE``: a pass's usual mistake is a ghost of where the subject was or will be). ``COMBINE`` is
+#: the engine's choice, measured by ``bench/evaluate_passes.py`` (docs/quality.md).
+COMBINE_MODES = ("mean", "memory", "agreement")
+DISAGREE = 0.1
 COMBINE = "memory"
 #: Frames after which a pass's memory counts as full for ``memory`` weighting: the paper's error curve flattens
 #: after about 15 frames; weights follow 1 - exp(-seen / MEMORY_FRAMES).
@@ -98,6 +100,8 @@ def combine(
     ``seen_*`` is how many frames of the shot each pass had stepped when it reached this frame (warm-up and
     pre-/post-roll included): with ``memory``, a pass that has just started a shot counts for less.
     """
+    if mode == "agreement":
+        return _by_agreement(forward, backward)
     if mode == "mean":
         weight = 0.5
     elif mode == "memory":
@@ -108,6 +112,20 @@ def combine(
     w = np.float32(weight)
     fgr = w * forward[0] + (np.float32(1) - w) * backward[0].astype(np.float32)
     pha = w * forward[1] + (np.float32(1) - w) * backward[1].astype(np.float32)
+    return fgr.astype(np.float32, copy=False), pha.astype(np.float32, copy=False)
+
+
+def _by_agreement(
+    forward: tuple[np.ndarray, np.ndarray], backward: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    fgr_f, pha_f = forward
+    fgr_b, pha_b = backward[0].astype(np.float32), backward[1].astype(np.float32)
+    half = np.float32(0.5)
+    differ = np.abs(pha_f - pha_b) > np.float32(DISAGREE)
+    take_forward = pha_f <= pha_b
+    pha = np.where(differ, np.where(take_forward, pha_f, pha_b), half * (pha_f + pha_b))
+    pick = np.where(take_forward[..., None], fgr_f, fgr_b)
+    fgr = np.where(differ[..., None], pick, half * (fgr_f + fgr_b))
     return fgr.astype(np.float32, copy=False), pha.astype(np.float32, copy=False)
 
 

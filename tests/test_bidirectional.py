@@ -66,7 +66,7 @@ def test_the_mean_is_the_average_and_memory_weighting_favours_the_warmer_pass() 
     expected = memory_weight(2) / (memory_weight(2) + memory_weight(10))
     _, pha = combine(ones, zeros, 2, 10, mode="memory")
     assert np.allclose(pha, expected, rtol=0, atol=1e-7)  # float32 rounding of the weight
-    with pytest.raises(ValueError, match="^unknown combination 'max' \\(known: mean, memory\\)$"):
+    with pytest.raises(ValueError, match="^unknown combination 'max' \\(known: mean, memory, agreement\\)$"):
         combine(ones, zeros, 1, 1, mode="max")
 
 
@@ -218,3 +218,106 @@ def test_a_render_killed_in_either_pass_resumes_bit_identical(plate: str, tmp_pa
     )
     assert whole.returncode == 0, whole.stderr
     assert np.array_equal(rendered(tmp_path / "out", FRAMES), rendered(tmp_path / "whole", FRAMES))
+
+
+# ----------------------------------------------------------------------------- farm chunks
+
+
+def test_bidirectional_chunks_get_post_roll_after_them() -> None:
+    from render_worker.chunks import chunk_job, plan_chunks
+
+    chunks = plan_chunks(list(range(1001, 1031)), 12, 15, 2, (1025,), job_postroll=3, bidirectional=True)
+    assert [(c.frames_text, c.preroll, c.postroll) for c in chunks] == [
+        ("1001-1012", 2, 15),
+        ("1013-1024", 15, 0),  # the next chunk starts a shot: nothing after the cut warms this one
+        ("1025-1030", 0, 3),  # the last keeps the job's own post-roll
+    ]
+    forward = plan_chunks(list(range(1001, 1031)), 12, 15, 2, (1025,), job_postroll=3)
+    assert {c.postroll for c in forward} == {3}  # a forward job's post-roll is left as it is (unused)
+    job = Job(input="p.####.exr", output="o/m.####.exr", passes="bidirectional", postroll=3)
+    assert chunk_job(job, chunks[0]).postroll == 15 and chunk_job(job, chunks[0]).frames == "1001-1012"
+
+
+CHUNKED, CHUNK, ROLL = 30, 10, 15
+
+
+def test_bidirectional_chunks_on_a_local_cluster_have_seams_within_the_pre_roll_figures(tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    from render_worker.chunks import plan_chunks
+
+    from .test_worker_helpers import (
+        WorkerProcess,
+        drop_ticket,
+        farm_args,
+        make_models_dir,
+        make_plate,
+        read_alpha,
+        reference_render,
+        wait_for_job,
+    )
+
+    plates, out, root = tmp_path / "plates", tmp_path / "out", tmp_path / "root"
+    pattern = make_plate(plates / "shot", CHUNKED)
+    models = make_models_dir(tmp_path / "models")
+    fields = {"passes": "bidirectional", "warmup": 4, "cuts": "none"}
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        protocol="tcp",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+        silence_logs=40,
+    ) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        args = farm_args(out, plates, models, "--dask-scheduler", cluster.scheduler_address, "--chunk-size",
+                         str(CHUNK), "--preroll", str(ROLL))  # fmt: skip
+        watcher = WorkerProcess(root, "w-bidir", *args)
+        try:
+            watcher.wait_ready()
+            ticket = {"input": "shot/plate.####.png", "output": "bi/m.####.exr", "checkpoint": "rvm", "device": "cpu"}
+            drop_ticket(root, "bi", {**ticket, **fields})
+            job = wait_for_job(root, "bi", procs=(watcher,))
+        finally:
+            watcher.stop()
+    assert job.parent.name == "done", (job / "report.json").read_text()
+    report = json.loads((job / "report.json").read_text())
+    assert [(c["frames"], c["preroll"], c["postroll"]) for c in report["chunks"]] == [
+        ("1001-1010", 0, ROLL),
+        ("1011-1020", ROLL, ROLL),
+        ("1021-1030", ROLL, 0),
+    ]
+    frames = list(range(1001, 1001 + CHUNKED))
+    single = reference_render(pattern, tmp_path / "single", **fields)
+    forward_single = reference_render(pattern, tmp_path / "fsingle", warmup=4, cuts="none")
+    seams, figures = {}, {}
+    for chunk in plan_chunks(frames, CHUNK, ROLL, 0, (), 0, True):
+        alone = reference_render(
+            pattern, tmp_path / chunk.name, frames=chunk.frames_text, preroll=chunk.preroll, postroll=chunk.postroll,
+            **fields,
+        )  # fmt: skip
+        for f in chunk.frames:  # a Dask chunk is the engine's own chunk render, exactly
+            np.testing.assert_array_equal(read_alpha(out / "bi" / f"m.{f}.exr"), read_alpha(alone / f"m.{f}.exr"))
+        for f in (chunk.frames[0], chunk.frames[-1]):
+            if chunk.index == 0 and f == chunk.frames[0] or chunk.index == 2 and f == chunk.frames[-1]:
+                continue  # the shot's own ends: there is nothing before or after them to miss
+            diff = np.abs(read_alpha(out / "bi" / f"m.{f}.exr") - read_alpha(single / f"m.{f}.exr"))
+            seams[f] = (float(diff.max()), float(diff.mean()))
+        if chunk.preroll:
+            # The figure to meet: a forward-only chunk with the same pre-roll against its uninterrupted render.
+            first = chunk.frames[0]
+            fchunk = reference_render(
+                pattern, tmp_path / f"f{chunk.name}", frames=chunk.frames_text, preroll=chunk.preroll, warmup=4,
+                cuts="none",
+            )  # fmt: skip
+            diff = np.abs(read_alpha(fchunk / f"m.{first}.exr") - read_alpha(forward_single / f"m.{first}.exr"))
+            figures[first] = (float(diff.max()), float(diff.mean()))
+    print("bidirectional chunk seams (max, mean |alpha diff|):", seams, "; forward pre-roll figures:", figures)
+    worst_figure = max(m for _, m in figures.values())
+    assert len(seams) == 4
+    for frame, (worst, mean) in seams.items():
+        # Each side of a seam misses only what a pre-roll (or post-roll) of ROLL frames misses, on half the weight.
+        assert mean <= worst_figure, (frame, mean, figures)
+        assert worst < 0.5, frame
