@@ -5,8 +5,9 @@
 
 Each clip is a ``make-testclip`` clip (:mod:`rvm_vfx.quality.testclip`): a P3M portrait moved over a
 people-free background, built twice, once alone and once with another portrait standing in the background
-(60 % of the size, a third of the frame to one side). The second clip's ``holdout`` layer is that person's
-visible matte, exact by construction. The network runs through ``MattingSession`` on the frames directly
+(60 % of the main person's height, in the middle of the wider side the main person leaves free). The
+second clip's ``holdout`` layer is that person's visible matte, exact by construction. The network runs
+through ``MattingSession`` on the frames directly
 (as ``bench/evaluate_quality.py`` does: the same steps as a render, without the file I/O), and every
 alpha is scored against the *main* person's truth (``pha``), which is the same in both clips:
 
@@ -46,8 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RVM_VFX_SHARED", ROOT.parent / "shared"))
 DEFAULT_CHECKPOINT = SHARED / "models" / "rvm_mobilenetv3_tfjs" / "model.json"
 RESULTS = ROOT / "bench" / "results"
-MARK_START = "<!-- mattes-results:start -->"
-MARK_END = "<!-- mattes-results:end -->"
 # Camera-like moves, one per clip in turn: (kind, amplitude), the second person's own at half of it.
 MOVES: tuple[tuple[str, float], ...] = (("pan", 0.08), ("zoom", 0.15), ("shake", 0.02))
 CONFIGS = ("alone", "two", "holdout", "holdout_sub", "holdout_masked", "rough", "rough_masked")
@@ -81,14 +80,13 @@ def _alpha_of(image: Path) -> Path:
     return image.parent.parent / "alpha" / f"{image.stem}.png"
 
 
-def build(main: Path, second: Path, background: Path, k: int, size: tuple[int, int], frames: int):
-    """(frames alone, frames with the second person)."""
+def build(main: Path, second: Path, background: Path, k: int, size: tuple[int, int], frames: int, scale: float = 0.6):
+    """(frames alone, frames with the second person, ``scale`` of the main one's size)."""
     from rvm_vfx.quality.testclip import Motion, SecondPerson, TestClip, load_portrait, open_background
 
     kind, amplitude = MOVES[k % len(MOVES)]
-    offset = 0.3 if k % 2 == 0 else -0.3
     portrait = load_portrait(main, _alpha_of(main))
-    person = SecondPerson(load_portrait(second, _alpha_of(second)), 0.6, offset, Motion(kind, amplitude / 2, k + 1))
+    person = SecondPerson(load_portrait(second, _alpha_of(second)), scale, None, Motion(kind, amplitude / 2, k + 1))
     bg = open_background(background)
     try:
         motion = Motion(kind, amplitude, seed=k)
@@ -132,7 +130,7 @@ def evaluate(session: Any, clip: tuple[Path, Path, Path, int], size, frames: int
     from rvm_vfx.mattes import apply_mattes
 
     main, second, background, k = clip
-    alone, both = build(main, second, background, k, size, frames)
+    alone, both = build(main, second, background, k, size, frames, args.second_scale)
     trues = [f.pha.astype(np.float32) / np.float32(255) for f in alone]
     holdouts = [f.holdout.astype(np.float32) / np.float32(255) for f in both]
     roughs = [rough_matte(f.holdout, f.pha, args.rough_grow) for f in both]
@@ -185,14 +183,15 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def update_doc(doc: Path, body: str) -> None:
-    """Replace what lies between this script's markers; the rest of the file stays as written."""
-    block = f"{MARK_START}\n{body.rstrip()}\n{MARK_END}"
+def update_doc(doc: Path, body: str, marker: str) -> None:
+    """Replace what lies between this run's markers; the rest of the file stays as written."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
     doc.parent.mkdir(parents=True, exist_ok=True)
     text = doc.read_text() if doc.exists() else "# Matte quality\n"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        doc.write_text(head + block + rest.split(MARK_END, 1)[1])
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        doc.write_text(head + block + rest.split(end, 1)[1])
     else:
         doc.write_text(text.rstrip() + "\n\n" + block + "\n")
 
@@ -209,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--size", default="512x288")
     parser.add_argument("--mask-value", type=float, default=0.5, help="flat grey shown where the input is masked")
+    parser.add_argument("--second-scale", type=float, default=0.6, help="the second person's size (default 0.6)")
     parser.add_argument("--rough-grow", type=int, default=8, help="pixels the rough garbage matte grows by")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     parser.add_argument("--quick", action="store_true", help="2 clips of 12 frames, results to bench/results")
@@ -232,11 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     machine = machine_info(torch.device("cpu"))
     command = "python bench/evaluate_mattes.py" + (" --quick" if args.quick else "")
+    if args.second_scale != 0.6:
+        command += f" --second-scale {args.second_scale:g}"
     body = "\n".join(
         [
             f"Command: `{command}` ({elapsed / 60:.0f} min). Machine: {machine['cpu']} ({machine['cores']} cores), "
             f"torch {machine['torch']} with {machine['torch_threads']} thread(s), official MobileNetV3 weights "
-            f"(TF.js export); {len(results)} clips × {args.frames} frames at {size[0]}×{size[1]}, downsample auto. "
+            f"(TF.js export); {len(results)} clips × {args.frames} frames at {size[0]}×{size[1]}, downsample auto, "
+            f"second person at {args.second_scale:g} of the main one's size. "
             f"MAD (×1e3) of the main person's alpha against its truth; masked input: flat {args.mask_value:g}; "
             f"rough garbage: the hold-out grown by {args.rough_grow} px.",
             "",
@@ -244,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     )
     print(body)
-    update_doc(args.doc, body)
+    marker = "mattes-results" + ("" if args.second_scale == 0.6 else f"-{args.second_scale:g}")
+    update_doc(args.doc, body, marker)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"command": command, "machine": machine, "results": results}, indent=1))
     return 0

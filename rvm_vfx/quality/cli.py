@@ -109,13 +109,13 @@ def add_commands(sub: Any) -> None:
         help="a second portrait standing in the background; its visible matte goes to OUT/holdout (a hold-out matte)",
     )
     clip.add_argument(
-        "--second-scale", type=float, default=0.6, help="its size relative to the main portrait (default 0.6)"
+        "--second-scale", type=float, default=0.6, help="their height relative to the main person's (default 0.6)"
     )
     clip.add_argument(
         "--second-offset",
         type=float,
-        default=0.3,
-        help="its centre, in frame widths right of the frame's centre (negative: left; default 0.3)",
+        help="their centre, in frame widths right of the frame's centre (negative: left); "
+        "default: the middle of the wider side the main person leaves free",
     )
     clip.add_argument("--second-motion", choices=tuple(DEFAULT_AMPLITUDE), default="static", help="its motion")
     clip.add_argument("--second-amplitude", type=float, help="as --amplitude, for the second person")

@@ -335,19 +335,34 @@ def composite(fgr: np.ndarray, pha: np.ndarray, bgr: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SecondPerson:
-    """A portrait standing in the background: ``scale`` of the main one's size, its centre ``offset`` frame
-    widths right of the frame's centre (negative: left), moving by ``motion``."""
+    """A portrait standing in the background, moving by ``motion``.
+
+    Sizes and places are the *people's*, not the photos' (portraits are framed anything from head-and-
+    shoulders to full figure): the second person is ``scale`` times the main person's height (each measured
+    where its alpha is over 0.5, at the first frame) and stands with their centre ``offset`` frame widths
+    right of the frame's centre (negative: left); None puts them in the middle of the wider strip the main
+    person leaves free, so that they are seen rather than hidden.
+    """
 
     portrait: np.ndarray  # h×w×4 float32 straight RGBA in [0, 1]
     scale: float = 0.6
-    offset: float = 0.3
+    offset: float | None = None
     motion: Motion = field(default_factory=Motion)
 
     def __post_init__(self) -> None:
         if not (0.05 <= self.scale <= 1.0) or not math.isfinite(self.scale):
             raise InputError(f"second person's scale must be in [0.05, 1], got {self.scale}")
-        if not (-1.0 <= self.offset <= 1.0) or not math.isfinite(self.offset):
+        if self.offset is not None and (not (-1.0 <= self.offset <= 1.0) or not math.isfinite(self.offset)):
             raise InputError(f"second person's offset must be in [-1, 1] frame widths, got {self.offset}")
+
+
+def _subject_extent(alpha: np.ndarray) -> tuple[float, float, float, float]:
+    """(left, right, top, bottom) of where ``alpha`` is over 0.5, in pixels (edges); the whole image if nowhere."""
+    cols = np.flatnonzero((alpha > 0.5).any(axis=0))
+    rows = np.flatnonzero((alpha > 0.5).any(axis=1))
+    if not cols.size:
+        return 0.0, float(alpha.shape[1]), 0.0, float(alpha.shape[0])
+    return float(cols[0]), float(cols[-1] + 1), float(rows[0]), float(rows[-1] + 1)
 
 
 class _Figure:
@@ -404,17 +419,36 @@ class TestClip:
                 f"{self.background.name}: background video has {count} frames, the clip needs {self.frames}"
             )
         self._main = _Figure(self.portrait, self.size, self.motion)
-        second = self.second
-        self._second = None if second is None else _Figure(second.portrait, self.size, second.motion, second.scale)
+        self._second: _Figure | None = None
+        self._second_centre = 0.0
+        if self.second is not None:
+            self._second, self._second_centre = self._place_second(self.second)
+
+    def _place_second(self, second: SecondPerson) -> tuple[_Figure, float]:
+        """The second person's figure, sized against the main person, and where its photo's centre stands."""
+        width, height = self.size
+        _, main_alpha = self._main.place(0, self.frames, self.size, width / 2)
+        left, right, top, bottom = _subject_extent(main_alpha.astype(np.float32) / 255.0)
+        h, w = second.portrait.shape[:2]
+        s_left, s_right, s_top, s_bottom = _subject_extent(second.portrait[:, :, 3])
+        fit = min(width / w, height / h)  # the photo fitted to the frame, as the main one is
+        photo_scale = second.scale * (bottom - top) / max(1.0, (s_bottom - s_top) * fit)
+        figure = _Figure(second.portrait, self.size, second.motion, photo_scale)
+        shown = fit * photo_scale  # photo pixels to frame pixels at the first frame
+        if second.offset is None:
+            target = left / 2 if left >= width - right else (right + width) / 2
+        else:
+            target = width / 2 + second.offset * width
+        # Photo centre such that the subject's centre lands on ``target``.
+        return figure, target - ((s_left + s_right) / 2 - w / 2) * shown
 
     def frame(self, index: int) -> ClipFrame:
         width = self.size[0]
         fgr, pha = self._main.place(index, self.frames, self.size, width / 2)
         bgr = _to_code(self.background.frame(index, self.size, self.background_motion, self.frames))
         holdout = None
-        if self._second is not None and self.second is not None:
-            centre = width / 2 + self.second.offset * width
-            fgr2, pha2 = self._second.place(index, self.frames, self.size, centre)
+        if self._second is not None:
+            fgr2, pha2 = self._second.place(index, self.frames, self.size, self._second_centre)
             bgr = composite(fgr2, pha2, bgr)
             # What of them the main person leaves visible, from the very codes composited.
             visible = pha2.astype(np.float64) * (255.0 - pha.astype(np.float64)) / 255.0
@@ -550,7 +584,7 @@ def make_testclip(
     overwrite: bool = False,
     second_person: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     second_scale: float = 0.6,
-    second_offset: float = 0.3,
+    second_offset: float | None = None,
     second_motion: Motion | None = None,
 ) -> dict[str, object]:
     """Build a clip and write it with a ``clip.json`` that records how, so it can be made again.
