@@ -67,7 +67,7 @@ def test_the_training_process_runs_finetune_and_reports_steps_and_loss(tmp_path:
         process.events(timeout=0.5)
         lines.append(process.state.status_line())
     assert process.wait() == 0 and process.failure(0) is None
-    assert (process.state.done, process.state.total, process.state.loss) == (4, 4, 0.125)
+    assert (process.state.done, process.state.total, process.state.steps, process.state.loss) == (4, 4, 4, 0.125)
     assert out.read_bytes() == b"trained weights"
     recorded = json.loads((out.parent / "fake-finetune.json").read_text())["arguments"]
     assert recorded == expected

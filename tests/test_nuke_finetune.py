@@ -8,6 +8,7 @@ reports steps and a loss and records the command it was given.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,57 @@ def test_a_second_click_while_training_is_refused(fake, node, tmp_path, studio_c
     node.on_train(group)
     assert fake.messages == ["RVM Matte RVMMatte1: RVMMatte1 is already rendering; cancel it in the progress "
                              "dialog first."]  # fmt: skip
+
+
+def test_train_on_keyframes_end_to_end_with_the_real_engine(fake, node, train_node, tmp_path, studio_config):
+    """Real ``rvm-vfx finetune`` then ``render`` through the glue; a stand-in Write writes the Roto's alpha."""
+    import numpy as np
+    import OpenImageIO as oiio
+
+    from .conftest import TFJS_MODEL
+    from .test_nuke_glue import _read_exr, _write_plate
+
+    plate = _write_plate(tmp_path / "plates", range(1001, 1004))
+    _, group = make_shot(fake, node, tmp_path, studio_config, file=plate,
+                         colorspace="default (sRGB Encoded Rec.709 (sRGB))")  # fmt: skip
+    for name, value in (("engine_python", sys.executable), ("checkpoint", str(TFJS_MODEL)), ("device", "cpu")):
+        group[name].setValue(value)
+    out = _out(tmp_path)
+    assert node.render_matte(group, background=False).ok  # the base network's matte, to compare with
+    base = {f: _read_exr(str(out / f"RVMMatte1.{f}.exr"))[1][..., 3] for f in (1001, 1002, 1003)}
+
+    roto = fake.nodes.Roto(name="Roto1")
+    group.setInput(node._input_number(group, training.KEYFRAMES_INPUT), roto)
+    group["keyframe_list"].setValue("1001,1003")
+    group["train_iterations"].setValue(3)
+    box = np.zeros((96, 128, 1), np.float32)
+    box[24:72, 32:96] = 1.0  # the artist's roto: a box, far from the network's matte of a person
+
+    def nuke_renders_the_roto(write, first, last):
+        """What Nuke would write for ``channels alpha``: one channel named A, half float."""
+        assert write["channels"].value() == "alpha"
+        for frame in range(first, last + 1):
+            spec = oiio.ImageSpec(128, 96, 1, oiio.HALF)
+            spec.channelnames = ("A",)
+            buf = oiio.ImageBuf(spec)
+            buf.set_pixels(oiio.ROI(0, 128, 0, 96, 0, 1, 0, 1), box)
+            path = write["file"].value().replace("####", str(frame))
+            assert buf.write(path), buf.geterror()
+
+    fake.render_hook = nuke_renders_the_roto
+    fake.answers.append(True)  # "Replace them?": the base network's frames are there
+    result = train_node.train_on_keyframes(group, background=False)
+    assert result.ok, (result.message, fake.messages)
+    trained = out / "RVMMatte1.trained.pth"
+    sidecar = json.loads(trained.with_suffix(".json").read_text())
+    assert sidecar["keyframes"]["frames"] == [1001, 1003] and sidecar["iterations"]["done"] == 3
+    job = json.loads((out / "RVMMatte1.rvm-job.json").read_text())
+    assert job["checkpoint"] == jobs.slash(str(trained))
+    tuned = {f: _read_exr(str(out / f"RVMMatte1.{f}.exr"))[1][..., 3] for f in (1001, 1002, 1003)}
+    assert max(float(np.abs(tuned[f] - base[f]).max()) for f in tuned) > 1e-3  # the trained weights made it
+    # 3 training steps, then one step of each of the 2 leave-one-out folds: the dialog counts all 5, the status
+    # tells the training's own steps and loss.
+    loss = sidecar["loss_curve"][-1]
+    assert group["status"].value().startswith(f"trained 3 step(s), loss {loss:.4f}, weights ")
+    messages = seen(fake.progress_tasks[-1]).messages
+    assert any(m.startswith("training: step 5 of 5, loss ") for m in messages)

@@ -207,7 +207,7 @@ class TrainRun(EngineRun):
         for message in state.warnings[:5]:
             report({"WARNING"}, f"RVM Matte: {message}")
         loss = f", loss {state.loss:.4f}" if state.loss is not None else ""
-        report({"INFO"}, f"RVM Matte: trained {state.done} steps{loss} → {self.checkpoint}")
+        report({"INFO"}, f"RVM Matte: trained {state.steps} steps{loss} → {self.checkpoint}")
         return {"FINISHED"}
 
 

@@ -60,14 +60,18 @@ def finetune_settings(job: Job, keyframes: str, iterations: int, time_limit: flo
 class TrainState(RunState):
     """A training's progress: steps (not frames) and the loss."""
 
+    #: The training's own steps and their latest loss (leave-one-out folds count in ``done`` and ``total`` only).
     loss: float | None = None
+    steps: int = 0
 
     def apply(self, event: Event) -> None:
         if event.kind == TRAIN:
             self.done = event.iteration or self.done
             self.total = event.total or self.total
             self.eta_s = event.eta_s
-            self.loss = event.loss if event.loss is not None else self.loss
+            if event.fields.get("phase", "train") == "train":
+                self.steps += 1
+                self.loss = event.loss if event.loss is not None else self.loss
             return
         super().apply(event)
 

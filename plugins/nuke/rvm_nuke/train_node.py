@@ -88,8 +88,8 @@ def train_on_keyframes(group: Any, background: bool = True) -> Any:
         node._on_main_thread(node.set_status, group, f"training on keyframes {settings['keyframe_list']}")
 
         def on_training_event(event: Event) -> None:
-            if event.kind == TRAIN and event.loss is not None:
-                losses.append(event.loss)
+            if event.kind == TRAIN and event.loss is not None and event.fields.get("phase", "train") == "train":
+                losses.append(event.loss)  # the training's own steps; validation folds count in the bar only
             if event.kind not in (START, DONE):  # a training's start and end count steps, not frames
                 progress.on_event(Event(event.kind, {**event.fields, "stage": TRAINING_STAGE}))
 
