@@ -70,6 +70,19 @@ def test_the_mean_is_the_average_and_memory_weighting_favours_the_warmer_pass() 
         combine(ones, zeros, 1, 1, mode="max")
 
 
+def test_agreement_averages_where_the_passes_agree_and_takes_the_lower_alpha_where_they_do_not() -> None:
+    pha_f = np.array([[0.50, 0.90, 0.10]], np.float32)
+    pha_b = np.array([[0.55, 0.20, 0.80]], np.float16)  # as the store keeps it
+    fgr_f = np.full((1, 3, 3), 0.25, np.float32)
+    fgr_b = np.full((1, 3, 3), 0.75, np.float16)
+    fgr, pha = combine((fgr_f, pha_f), (fgr_b, pha_b), 10, 10, mode="agreement")
+    assert pha.dtype == fgr.dtype == np.float32
+    assert pha[0, 0] == np.float32(0.5) * (np.float32(0.5) + np.float32(np.float16(0.55)))
+    assert pha[0, 1] == np.float32(np.float16(0.20)) and pha[0, 2] == np.float32(0.10)
+    assert fgr[0, 0].tolist() == [0.5, 0.5, 0.5]  # agreeing: the mean foreground
+    assert fgr[0, 1].tolist() == [0.75, 0.75, 0.75] and fgr[0, 2].tolist() == [0.25, 0.25, 0.25]  # the pass taken
+
+
 def test_the_store_keeps_half_floats_and_a_torn_file_is_not_whole(tmp_path: Path) -> None:
     store = BackwardStore(tmp_path / "b")
     fgr = np.full((4, 5, 3), 0.1, np.float32)
