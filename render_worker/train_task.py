@@ -79,7 +79,8 @@ def train(spec: dict[str, Any], stop: threading.Event, progress: Sink) -> dict[s
     settings = FinetuneSettings.from_dict(spec["settings"], source="finetune")
     info = {"pid": os.getpid(), "host": socket.gethostname(), "worker": _dask_worker_address()}
     log.info("training on %s from %s into %s on %s", spec["plate"], settings.checkpoint, out, info)
-    request = FinetuneRequest(plate=spec["plate"], out=str(out), settings=settings)
+    # overwrite: a stopped attempt of an earlier generation may still write its best weights after the unlink.
+    request = FinetuneRequest(plate=spec["plate"], out=str(out), settings=settings, overwrite=True)
     report = finetune(request, progress=progress, stop=stop)
     result = {
         **info,

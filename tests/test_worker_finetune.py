@@ -256,6 +256,18 @@ def test_base_weights_come_from_the_models_dir_and_are_named_once(farm: dict[str
     assert str(caught.value) == "ticket: unknown field 'finetune' in a timeline ticket"
 
 
+def test_a_dropped_folder_carries_its_keyframes_beside_its_frames(farm: dict[str, Path]) -> None:
+    job_dir = farm["base"] / "dropped-20261201-120000-abcdef"
+    drop = job_dir / "drop"
+    make_plate(drop, FRAMES, WIDTH, HEIGHT)
+    _write_keyframes(drop / "roto")  # in a folder of their own: the dropped folder's frames are the plate
+    (drop / "job.json").write_text(json.dumps({"finetune": {"keyframes": "roto/roto.####.png", "iterations": 2}}))
+    ticket = load_ticket(job_dir, _config(farm))
+    assert ticket.finetune is not None and ticket.finetune.keyframes == KEYFRAMES
+    assert ticket.finetune.settings.keyframes == str(drop.resolve() / "roto" / "roto.####.png")
+    assert ticket.finetune.plate == ticket.job.input == str(drop.resolve())
+
+
 class _FakeFuture:
     status = "finished"
 
@@ -354,6 +366,21 @@ def test_killed_in_training_trains_again_and_killed_in_render_keeps_the_training
     assert report["job"]["checkpoint"] == report["finetune"]["checkpoint"]
     assert Path(report["finetune"]["checkpoint"]).read_bytes() == kept.read_bytes()
     assert sorted(p.name for p in (farm["out"] / "crash").iterdir()) == [f"m.{f}.exr" for f in range(1001, 1025)]
+
+
+def test_sigterm_in_training_leaves_the_job_to_train_again(farm: dict[str, Path]) -> None:
+    root, args = farm["root"], farm_args(farm["out"], farm["plates"], farm["models"], "--default-checkpoint", "rvm")
+    first = WorkerProcess(root, "w-term", *args)
+    first.wait_ready()
+    drop_ticket(root, "term", _ticket("term", iterations=200))
+    job_dir = wait_for(lambda: jobs_in(root, "active", "term-"), "the claim", procs=(first,))[0]
+    wait_for(lambda: _training_step(job_dir), "a training step", procs=(first,))
+    assert first.terminate() == 0  # training stops at its next step; the worker exits cleanly
+    assert job_dir.is_dir() and status_of(job_dir)["state"] == "stopped"
+    runs = [json.loads(line) for line in (job_dir / "runs.jsonl").read_text().splitlines()]
+    assert [(r["outcome"], r["finetune"]) for r in runs] == [("stopped", "stopped")]
+    assert not (job_dir / "finetune" / "done.json").exists()  # not finished: the next attempt trains again
+    assert not (farm["models"] / "trained").exists() and not (farm["out"] / "term").exists()
 
 
 @pytest.fixture(scope="module")
