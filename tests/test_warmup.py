@@ -164,3 +164,18 @@ def test_a_resumed_warmed_render_is_bit_identical(tmp_path: Path) -> None:
     assert again.resumed_from == 1002 and again.frames_written == [1003, 1004, 1005]
     whole = render(dataclasses.replace(job, output=str(tmp_path / "whole" / "m.####.exr")))
     assert np.array_equal(rendered(tmp_path / "out", frames), rendered(tmp_path / "whole", whole.frames_written))
+
+
+def test_a_render_resumed_before_a_detected_cut_warms_there_as_an_uninterrupted_one(tmp_path: Path) -> None:
+    first, _ = portrait_clip(3, 96, 64, step=4)
+    second, _ = portrait_clip(4, 96, 64, step=4, portrait="p_22fc0130", background="rw_03.jpg")
+    frames = list(range(1001, 1008))
+    plate = write_plate(tmp_path / "a", [*first, *second], frames)
+    job = dataclasses.replace(_job(plate, tmp_path / "out", warmup=2, snapshot_every=1), cuts="auto")
+    stopped = render(job, stop=_StopBefore(2), state_dir=tmp_path / "state")
+    assert stopped.frames_written == [1001, 1002]
+    again = render(job, state_dir=tmp_path / "state")
+    assert again.resumed_from == 1002 and again.cuts == [1004]  # found after the resume, warmed there
+    whole = render(dataclasses.replace(job, output=str(tmp_path / "whole" / "m.####.exr")))
+    assert whole.cuts == [1004]
+    assert np.array_equal(rendered(tmp_path / "out", frames), rendered(tmp_path / "whole", frames))
