@@ -1,4 +1,4 @@
-"""Network throughput: ms per frame, batch 1, recurrent state carried, plain vs inference-optimised.
+"""Network throughput: ms per frame, batch 1, recurrent state carried: the official code vs the engine's path.
 
     python bench/bench_model.py                      # CPU, float32, the three standard plate sizes
     python bench/bench_model.py --precision bf16     # also bf16 autocast, with its alpha error vs fp32
@@ -7,7 +7,11 @@
 
 Each size is run as a shot: ``--warmup`` frames (not timed) then ``--frames`` timed frames, the
 recurrent state carried from frame to frame as a render does, under ``torch.inference_mode``. The
-figure reported is the median ms/frame (robust to a busy machine); the JSON keeps every frame's time.
+variants run interleaved, one frame each in turn, so a busy machine slows them alike: ``official`` is the
+official forward pass on the same weights (``bench/official_forward.py``), ``plain`` the network as loaded,
+``optimized`` the engine's path (``MattingSession``'s network). The figures are the median and the best
+ms/frame; the speed-up is official ÷ optimized, and ``max |dpha|`` the largest alpha difference between
+the two on the last frame. The JSON keeps every frame's time.
 """
 
 from __future__ import annotations
@@ -89,27 +93,34 @@ def _input_dtype(precision: str) -> torch.dtype:
     return torch.float16 if precision == "fp16" else torch.float32
 
 
-def time_shot(
-    model: torch.nn.Module,
+def time_shots(
+    models: dict[str, torch.nn.Module],
     src: torch.Tensor,
     ratio: float,
     frames: int,
     warmup: int,
     precision: str,
     device: torch.device,
-) -> list[float]:
-    """Milliseconds for each of ``frames`` frames after ``warmup``, recurrent state carried throughout."""
-    rec: list[torch.Tensor | None] = [None] * 4
-    times: list[float] = []
+) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]:
+    """Per model, milliseconds for each of ``frames`` frames after ``warmup``, and its last alpha.
+
+    The models take turns frame by frame, each carrying its own recurrent state, so that other work on
+    the machine lands on all of them alike instead of on whichever happened to run during it.
+    """
+    states: dict[str, list[torch.Tensor | None]] = {name: [None] * 4 for name in models}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    alphas: dict[str, torch.Tensor] = {}
     with torch.inference_mode(), _precision_context(precision, device):
         for i in range(warmup + frames):
-            _sync(device)
-            start = time.perf_counter()
-            _, _, *rec = model(src, *rec, downsample_ratio=ratio)
-            _sync(device)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-    return times
+            for name, model in models.items():
+                _sync(device)
+                start = time.perf_counter()
+                _, pha, *states[name] = model(src, *states[name], downsample_ratio=ratio)
+                _sync(device)
+                if i >= warmup:
+                    times[name].append((time.perf_counter() - start) * 1e3)
+                alphas[name] = pha
+    return times, {name: pha.float().cpu() for name, pha in alphas.items()}
 
 
 def golden_alpha(model: torch.nn.Module, frames: torch.Tensor, ratio: float, precision: str) -> np.ndarray:
@@ -172,21 +183,18 @@ def _parse_size(text: str) -> tuple[int, int, float]:
         raise ValueError(f"{text!r} is not WxH@RATIO, e.g. 1920x1080@0.25") from None
 
 
-def _table(rows: list[dict[str, object]], optimize: bool) -> str:
-    header = ["size", "ratio", "precision", "plain ms", "optimized ms", "speedup"]
+def _table(rows: list[dict[str, object]], names: list[str]) -> str:
+    header = ["size", "ratio", "precision", *(f"{n} ms" for n in names)]
+    compared = "official_ms" in rows[0] and "optimized_ms" in rows[0]
+    if compared:
+        header += ["speed-up", "best speed-up", "max |dpha|"]
     lines = []
     for r in rows:
-        opt = r["optimized_ms"]
-        lines.append(
-            [
-                f"{r['width']}x{r['height']}",
-                f"{r['ratio']:g}",
-                str(r["precision"]),
-                f"{r['plain_ms']:.1f}",
-                f"{opt:.1f}" if optimize else "-",
-                f"{r['plain_ms'] / opt:.2f}x" if optimize else "-",
-            ]
-        )
+        line = [f"{r['width']}x{r['height']}", f"{r['ratio']:g}", str(r["precision"])]
+        line += [f"{r[f'{n}_ms']:.1f} ({r[f'{n}_best_ms']:.1f})" for n in names]
+        if compared:
+            line += [f"{r['speedup']:.2f}x", f"{r['best_speedup']:.2f}x", f"{r['max_abs_alpha_vs_official']:.1e}"]
+        lines.append(line)
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
 
     def fmt(cells: list[str]) -> str:
@@ -200,8 +208,20 @@ def _table(rows: list[dict[str, object]], optimize: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+    from official_forward import OfficialForward
+
+    from rvm_vfx.allocator import retain_freed_memory
     from rvm_vfx.model.batchnorm_folding import optimize_for_inference
+    from rvm_vfx.session import network_for_precision
     from rvm_vfx.weights import load_model
+
+    def engine_network(model: torch.nn.Module, device: torch.device, precision: str) -> torch.nn.Module:
+        """What ``MattingSession`` runs: the inference copy with the precision's weights."""
+        return network_for_precision(optimize_for_inference(model), device, precision)
+
+    # A render tunes the allocator before its first frame (rvm_vfx.render); the official code would run
+    # with glibc's defaults, but one process has one allocator, so every variant gets the render's.
+    retain_freed_memory()
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -211,16 +231,24 @@ def main(argv: list[str] | None = None) -> int:
     precisions = ["fp32"] + (["bf16"] if args.precision == "bf16" else []) + (["fp16"] if args.fp16 else [])
 
     base = load_model(args.checkpoint, device=device)
-    variants: dict[str, Callable[[], torch.nn.Module]] = {"plain": lambda: load_model(args.checkpoint, device=device)}
+    # The engine's path is the session's network: BatchNorm folded, channels-last, weights for the precision.
+    variants: dict[str, Callable[[str], torch.nn.Module]] = {
+        "official": lambda p: OfficialForward(_prepare(load_model(args.checkpoint, device=device), p)),
+        "plain": lambda p: _prepare(load_model(args.checkpoint, device=device), p),
+    }
     if not args.no_optimize:
-        variants["optimized"] = lambda: optimize_for_inference(load_model(args.checkpoint, device=device))
+        variants["optimized"] = lambda p: engine_network(load_model(args.checkpoint, device=device), device, p)
 
     info = machine_info(device)
     print(f"checkpoint: {args.checkpoint}")
     print(f"model: {base.variant} / {base.refiner_name}, device {device}")
     for key, value in info.items():
         print(f"{key}: {value}")
-    print(f"{args.frames} timed frames after {args.warmup} warm-up frames per size; median ms/frame\n", flush=True)
+    print(
+        f"{args.frames} timed frames after {args.warmup} warm-up frames per size, variants interleaved; "
+        "median (best) ms/frame\n",
+        flush=True,
+    )
 
     rows: list[dict[str, object]] = []
     generator = torch.Generator().manual_seed(0)
@@ -228,19 +256,24 @@ def main(argv: list[str] | None = None) -> int:
         frame = torch.rand(1, 3, height, width, generator=generator)
         for precision in precisions:
             row: dict[str, object] = {"width": width, "height": height, "ratio": ratio, "precision": precision}
-            for name, make in variants.items():
-                model = _prepare(make(), precision)
-                src = frame.to(device=device, dtype=_input_dtype(precision))
-                times = time_shot(model, src, ratio, args.frames, args.warmup, precision, device)
-                row[f"{name}_ms"] = statistics.median(times)
-                row[f"{name}_frame_ms"] = [round(t, 3) for t in times]
-                del model
+            models = {name: make(precision) for name, make in variants.items()}
+            src = frame.to(device=device, dtype=_input_dtype(precision))
+            times, alphas = time_shots(models, src, ratio, args.frames, args.warmup, precision, device)
+            for name, frame_times in times.items():
+                row[f"{name}_ms"] = statistics.median(frame_times)
+                row[f"{name}_best_ms"] = min(frame_times)
+                row[f"{name}_frame_ms"] = [round(t, 3) for t in frame_times]
+            if "optimized" in models:
+                row["speedup"] = row["official_ms"] / row["optimized_ms"]
+                row["best_speedup"] = row["official_best_ms"] / row["optimized_best_ms"]
+                row["max_abs_alpha_vs_official"] = float((alphas["optimized"] - alphas["official"]).abs().max())
+            del models
             rows.append(row)
-            optimized = f", optimized {row['optimized_ms']:.1f}" if "optimized_ms" in row else ""
-            print(f"  {width}x{height} @{ratio:g} {precision}: plain {row['plain_ms']:.1f}{optimized} ms", flush=True)
+            summary = ", ".join(f"{name} {row[f'{name}_ms']:.1f}" for name in variants)
+            print(f"  {width}x{height} @{ratio:g} {precision}: {summary} ms", flush=True)
 
     print()
-    print(_table(rows, optimize=not args.no_optimize))
+    print(_table(rows, list(variants)))
 
     accuracy: dict[str, dict[str, object]] = {}
     reduced = [p for p in precisions if p != "fp32"]
@@ -251,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, make in variants.items():
                 errors, means = {}, {}
                 for ratio in (1.0, 0.5):
-                    reference = golden_alpha(make(), golden, ratio, "fp32")
-                    reduced_alpha = golden_alpha(_prepare(make(), precision), golden, ratio, precision)
+                    reference = golden_alpha(make("fp32"), golden, ratio, "fp32")
+                    reduced_alpha = golden_alpha(make(precision), golden, ratio, precision)
                     difference = np.abs(reduced_alpha - reference)
                     errors[f"{ratio:g}"] = float(difference.max())
                     means[f"{ratio:g}"] = float(difference.mean())

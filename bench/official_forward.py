@@ -1,0 +1,114 @@
+"""The official RVM forward pass, op for op, as the baseline the engine's speed is measured against.
+
+The issue's goal is "2x the official code in the same run, same weights, same frames". The official code
+(github.com/PeterL1n/RobustVideoMatting, ``model/*.py``) needs torchvision for its encoder and is GPL-3, so it
+is not copied here; this module issues the same torch operations in the same order on the same modules,
+which is what its speed is:
+
+* encoder, LR-ASPP, recurrent decoder, projection: the loaded (unoptimised) network's own modules. They are
+  eager, BatchNorm unfolded, plane-major, and call the same layers as torchvision's ``MobileNetV3`` blocks
+  and the official decoder (``nn.Upsample(scale_factor=2)`` then crop; ConvGRU ``ih``/``hh``; zero state
+  at a shot's start).
+* the refiner: the official ``FastGuidedFilter`` / ``DeepGuidedFilter`` - box filters at low resolution, then
+  ``F.interpolate`` of A and b to the full plate, ``A * hr_x + b`` on the 4-channel guide, split - and the
+  official ``fgr = (fgr_residual + src).clamp(0, 1)``, ``pha.clamp(0, 1)``.
+
+It is a baseline, not an engine path: nothing in ``rvm_vfx`` imports it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from rvm_vfx.model import MattingNetwork
+from rvm_vfx.model.refiners import DeepGuidedFilterRefiner
+
+
+def _official_box_filter(x: torch.Tensor, r: int = 1) -> torch.Tensor:
+    """The official ``BoxFilter``: separable mean by two grouped convolutions, kernels built each call."""
+    size = 2 * r + 1
+    channels = x.shape[1]
+    kernel_x = torch.full((channels, 1, 1, size), 1 / size, device=x.device, dtype=x.dtype)
+    kernel_y = torch.full((channels, 1, size, 1), 1 / size, device=x.device, dtype=x.dtype)
+    x = F.conv2d(x, kernel_x, padding=(0, r), groups=channels)
+    return F.conv2d(x, kernel_y, padding=(r, 0), groups=channels)
+
+
+def _official_refine(
+    model: MattingNetwork,
+    fine_src: torch.Tensor,
+    base_src: torch.Tensor,
+    base_fgr: torch.Tensor,
+    base_pha: torch.Tensor,
+    base_hid: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official refiners' ``forward_single_frame``: coefficients at low resolution, applied at full size."""
+    fine_x = torch.cat([fine_src, fine_src.mean(1, keepdim=True)], dim=1)
+    base_x = torch.cat([base_src, base_src.mean(1, keepdim=True)], dim=1)
+    base_y = torch.cat([base_fgr, base_pha], dim=1)
+    refiner = model.refiner
+    if isinstance(refiner, DeepGuidedFilterRefiner):
+        mean_x = refiner.box_filter(base_x)
+        mean_y = refiner.box_filter(base_y)
+        cov_xy = refiner.box_filter(base_x * base_y) - mean_x * mean_y
+        var_x = refiner.box_filter(base_x * base_x) - mean_x * mean_x
+        a = refiner.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
+    else:
+        mean_x = _official_box_filter(base_x)
+        mean_y = _official_box_filter(base_y)
+        cov_xy = _official_box_filter(base_x * base_y) - mean_x * mean_y
+        var_x = _official_box_filter(base_x * base_x) - mean_x * mean_x
+        a = cov_xy / (var_x + 1e-5)
+    b = mean_y - a * mean_x
+    a = F.interpolate(a, fine_x.shape[2:], mode="bilinear", align_corners=False)
+    b = F.interpolate(b, fine_x.shape[2:], mode="bilinear", align_corners=False)
+    out = a * fine_x + b
+    fgr, pha = out.split([3, 1], dim=1)
+    return fgr, pha
+
+
+def official_forward(
+    model: MattingNetwork,
+    src: torch.Tensor,
+    r1: torch.Tensor | None = None,
+    r2: torch.Tensor | None = None,
+    r3: torch.Tensor | None = None,
+    r4: torch.Tensor | None = None,
+    downsample_ratio: float = 1.0,
+) -> tuple[torch.Tensor, ...]:
+    """One frame (B×3×H×W) the official way: ``(fgr, pha, r1, r2, r3, r4)``."""
+    if downsample_ratio != 1:
+        src_sm = F.interpolate(
+            src, scale_factor=downsample_ratio, mode="bilinear", align_corners=False, recompute_scale_factor=False
+        )
+    else:
+        src_sm = src
+    f1, f2, f3, f4 = model.backbone(src_sm)
+    f4 = model.aspp(f4)
+    hid, r1, r2, r3, r4 = model.decoder(src_sm, f1, f2, f3, f4, r1, r2, r3, r4, 1)
+    fgr_residual, pha = model.project_mat(hid).split([3, 1], dim=-3)
+    if downsample_ratio != 1:
+        fgr_residual, pha = _official_refine(model, src, src_sm, fgr_residual, pha, hid)
+    fgr = (fgr_residual + src).clamp(0.0, 1.0)
+    pha = pha.clamp(0.0, 1.0)
+    return fgr, pha, r1, r2, r3, r4
+
+
+class OfficialForward(torch.nn.Module):
+    """``official_forward`` behind the network's call signature, so the bench times it like any model."""
+
+    def __init__(self, model: MattingNetwork) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        r1: torch.Tensor | None = None,
+        r2: torch.Tensor | None = None,
+        r3: torch.Tensor | None = None,
+        r4: torch.Tensor | None = None,
+        downsample_ratio: float = 1.0,
+    ) -> tuple[torch.Tensor, ...]:
+        return official_forward(self.model, src, r1, r2, r3, r4, downsample_ratio)
