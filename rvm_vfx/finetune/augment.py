@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 #: Each side of a crop is this fraction of the frame's (drawn per step).
-CROP_RANGE = (0.6, 1.0)
+CROP_RANGE = (0.5, 0.85)
 #: Small rescales around the render's scale: the network must keep working at the shot's own resolution.
 SCALE_RANGE = (0.9, 1.1)
 #: Per-channel gain and a shared gamma on the model-space values: small grade changes across the shot.

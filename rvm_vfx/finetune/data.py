@@ -22,8 +22,8 @@ from ..spec.finetune import FinetuneSettings
 from ..spec.frames import format_frames
 
 #: Plate frames run (without gradients) before a keyframe to warm the recurrent state, as a render has run
-#: the frames before it. Four covers most of what the state holds of recent frames at a small cost per step.
-WARM_FRAMES = 4
+#: the frames before it. Each costs a forward pass per step; two carry the motion of the frames just before.
+WARM_FRAMES = 2
 #: A matte whose values span less than this is constant: no edge, nothing to learn (8-bit: under a code value).
 CONSTANT_SPAN = 1.0 / 512.0
 

@@ -118,7 +118,7 @@ class _Reporter:
 
 def fold_iterations(iterations: int, keyframes: int) -> int:
     """The iterations of each leave-one-out fold (none with fewer than two keyframes)."""
-    if keyframes < 2:
+    if keyframes < 2 or FOLD_SHARE <= 0:
         return 0
     return max(1, math.ceil(iterations * FOLD_SHARE / keyframes))
 
@@ -156,6 +156,8 @@ def finetune(
     check_destination(request)
     device = pick_device(settings.device)
     _check_precision(device, settings.precision)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     base_path = resolve_checkpoint(settings.checkpoint)
     base_sha = sha256_of(base_path)
     base = load_model(base_path)
@@ -329,6 +331,7 @@ def _sidecar(
         "input_colorspaces": shot.colorspaces,
         "iterations": {"done": result.iterations, "planned": settings.iterations, "best": result.best_iteration},
         "time": {"train_s": round(train_s, 3), "total_s": round(elapsed, 3)},
+        "device_peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         "loss_curve": [round(v, 6) for v in result.losses],
         "best_loss": result.best_loss,
         "validation": {"iterations_per_fold": per_fold, "keyframes": validation},

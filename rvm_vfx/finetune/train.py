@@ -29,6 +29,8 @@ from .losses import FOREGROUND_WEIGHT, alpha_loss, foreground_hold
 
 #: Adam's step size, measured on dev clips (docs/finetune.md): the largest that keeps the loss falling steadily.
 LEARNING_RATE = 1e-4
+#: The share of the steps over which the learning rate ramps up.
+WARMUP_SHARE = 0.1
 #: The smoothing of the loss that picks the best weights (a step's loss depends on its random crop).
 LOSS_SMOOTHING = 0.9
 #: How often (steps) the best weights so far are considered for keeping.
@@ -94,6 +96,18 @@ def window_frames(shot: Shot, keyframe: int, keyframes: set[int]) -> tuple[list[
     return warm + segment, len(warm)
 
 
+def learning_rate_factor(step: int, iterations: int) -> float:
+    """Linear warm-up, then cosine decay to 0 at the last step.
+
+    Adam's first updates are about ``lr`` on every weight whatever the gradient's size: on a pretrained network
+    fed a few tiny losses that is a random jolt, so the rate ramps up while the moment estimates settle.
+    """
+    warmup = max(1, round(iterations * WARMUP_SHARE))
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, iterations) / iterations))
+
+
 def train(
     network: MattingNetwork,
     shot: Shot,
@@ -116,9 +130,7 @@ def train(
     for parameter in network.parameters():
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, iterations) / iterations))
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, iterations))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     autocast = autocast_for(device, precision)
     keyset = set(keyframes)
