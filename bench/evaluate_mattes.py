@@ -97,15 +97,6 @@ def build(main: Path, second: Path, background: Path, k: int, size: tuple[int, i
     return alone, both
 
 
-def rough_matte(holdout: np.ndarray, main_pha: np.ndarray, grow: int) -> np.ndarray:
-    """The hold-out grown by ``grow`` pixels (a square), solid, and cut back where the main person begins."""
-    import torch.nn.functional as F
-
-    inside = torch.from_numpy((holdout > 0).astype(np.float32))[None, None]
-    grown = F.max_pool2d(inside, 2 * grow + 1, stride=1, padding=grow)[0, 0].numpy()
-    return np.where(main_pha > 0, 0.0, grown).astype(np.float32)
-
-
 def run(session: Any, sources: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None, value: float):
     """(fgr, pha) per frame, the state carried; with ``masks`` the input is flat ``value`` where they are 1."""
     session.reset()
@@ -128,12 +119,13 @@ def score(alphas: Sequence[np.ndarray], trues: Sequence[np.ndarray]) -> dict[str
 
 def evaluate(session: Any, clip: tuple[Path, Path, Path, int], size, frames: int, args) -> dict[str, Any]:
     from rvm_vfx.mattes import apply_mattes
+    from rvm_vfx.quality.testclip import solid_holdout
 
     main, second, background, k = clip
     alone, both = build(main, second, background, k, size, frames, args.second_scale)
     trues = [f.pha.astype(np.float32) / np.float32(255) for f in alone]
     holdouts = [f.holdout.astype(np.float32) / np.float32(255) for f in both]
-    roughs = [rough_matte(f.holdout, f.pha, args.rough_grow) for f in both]
+    roughs = [solid_holdout(f.holdout, f.pha, args.rough_grow).astype(np.float32) / np.float32(255) for f in both]
     plain = [f.com.astype(np.float32) / np.float32(255) for f in alone]
     two = [f.com.astype(np.float32) / np.float32(255) for f in both]
 
@@ -173,7 +165,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     dtssd = {c: float(np.mean([np.mean(r["configs"][c]["pha_dtssd"]) for r in results])) for c in CONFIGS}
     lines.append("| mean dtSSD | | | " + " | ".join(f"{dtssd[c]:.2f}" for c in CONFIGS) + " |")
     lines.append("")
-    for config in ("holdout", "holdout_sub"):
+    for config in ("holdout", "holdout_sub", "rough"):
         ratio = [r / a for r, a in zip(means[config], means["alone"], strict=True)]
         lines.append(
             f"* {LABELS[config]}: MAD against the clip alone ×{np.mean(ratio):.3f} on average (mean of the per-clip "
@@ -214,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 clips of 12 frames, results to bench/results")
     parser.add_argument("--json", type=Path, default=RESULTS / "mattes.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "quality.md")
+    parser.add_argument("--from-json", type=Path, help="write the tables from an earlier run's --json, running nothing")
     args = parser.parse_args(argv)
     if args.quick:
         args.clips, args.frames = 2, 12
@@ -221,19 +214,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     size = parse_size(args.size)
     assert size is not None
-    session = MattingSession(load_model(args.checkpoint), "auto")
-    started = time.perf_counter()
-    results = []
-    for n, clip in enumerate(clip_plan(args.data, args.clips), 1):
-        results.append(evaluate(session, clip, size, args.frames, args))
-        mads = ", ".join(f"{c} {np.mean(v['pha_mad']):.2f}" for c, v in results[-1]["configs"].items())
-        seconds = time.perf_counter() - started
-        print(f"{n}/{args.clips} {results[-1]['clip']} ({seconds:.0f} s): {mads}", file=sys.stderr)
-    elapsed = time.perf_counter() - started
-    machine = machine_info(torch.device("cpu"))
     command = "python bench/evaluate_mattes.py" + (" --quick" if args.quick else "")
     if args.second_scale != 0.6:
         command += f" --second-scale {args.second_scale:g}"
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        results, machine, elapsed = saved["results"], saved["machine"], saved["elapsed_s"]
+    else:
+        session = MattingSession(load_model(args.checkpoint), "auto")
+        started = time.perf_counter()
+        results = []
+        for n, clip in enumerate(clip_plan(args.data, args.clips), 1):
+            results.append(evaluate(session, clip, size, args.frames, args))
+            mads = ", ".join(f"{c} {np.mean(v['pha_mad']):.2f}" for c, v in results[-1]["configs"].items())
+            seconds = time.perf_counter() - started
+            print(f"{n}/{args.clips} {results[-1]['clip']} ({seconds:.0f} s): {mads}", file=sys.stderr)
+        elapsed = time.perf_counter() - started
+        machine = machine_info(torch.device("cpu"))
     body = "\n".join(
         [
             f"Command: `{command}` ({elapsed / 60:.0f} min). Machine: {machine['cpu']} ({machine['cores']} cores), "
@@ -241,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(TF.js export); {len(results)} clips × {args.frames} frames at {size[0]}×{size[1]}, downsample auto, "
             f"second person at {args.second_scale:g} of the main one's size. "
             f"MAD (×1e3) of the main person's alpha against its truth; masked input: flat {args.mask_value:g}; "
-            f"rough garbage: the hold-out grown by {args.rough_grow} px.",
+            f"rough garbage: the hold-out grown by {args.rough_grow} px, solid, stopping at the main person.",
             "",
             table(results),
         ]
@@ -249,8 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(body)
     marker = "mattes-results" + ("" if args.second_scale == 0.6 else f"-{args.second_scale:g}")
     update_doc(args.doc, body, marker)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"command": command, "machine": machine, "results": results}, indent=1))
+    if not args.from_json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        saved = {"command": command, "machine": machine, "elapsed_s": elapsed, "results": results}
+        args.json.write_text(json.dumps(saved, indent=1))
     return 0
 
 

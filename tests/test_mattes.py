@@ -17,7 +17,15 @@ from rvm_vfx.errors import InputError
 from rvm_vfx.frame_io import ImageHeader
 from rvm_vfx.job import Job
 from rvm_vfx.mattes import MatteInput, MatteSequence, apply_mattes, pick_channel
-from rvm_vfx.quality.testclip import Motion, SecondPerson, TestClip, composite, load_portrait, open_background
+from rvm_vfx.quality.testclip import (
+    Motion,
+    SecondPerson,
+    TestClip,
+    composite,
+    load_portrait,
+    open_background,
+    solid_holdout,
+)
 from rvm_vfx.render import render
 
 from .conftest import DATA, TFJS_MODEL
@@ -435,11 +443,25 @@ def test_make_testclip_writes_the_holdout_sequence(tmp_path: Path) -> None:
     second = [str(p) for p in _portrait("p_09ba26b4")]
     args = ["make-testclip", str(image), str(alpha), str(DATA / "backgrounds" / "rw_01.jpg"), str(tmp_path / "c")]
     args += ["--frames", "3", "--size", "96x64", "--start-frame", "1001", "--second-person", *second]
-    assert main([*args, "--second-offset", "-0.25", "--second-motion", "shake"]) == 0
+    assert main([*args, "--second-offset", "-0.25", "--second-motion", "shake", "--holdout-grow", "3"]) == 0
     assert sorted(p.name for p in (tmp_path / "c" / "holdout").iterdir()) == ["1001.png", "1002.png", "1003.png"]
     info = json.loads((tmp_path / "c" / "clip.json").read_text())
     assert info["second_person"]["image"] == second[0] and info["second_person"]["offset"] == -0.25
     assert info["second_person"]["motion"] == {"kind": "shake", "amplitude": 0.02, "seed": 1}
+    assert info["second_person"]["holdout"].startswith("solid: where pha2*(1-pha) > 0, grown 3 px")
+    codes = np.asarray(oiio.ImageBuf(str(tmp_path / "c" / "holdout" / "1002.png")).get_pixels(oiio.UINT8))
+    assert set(np.unique(codes)) == {0, 255}  # solid
     # Made again without the second person, the old hold-out does not stay behind.
     assert main([*args[:-3], "--overwrite"]) == 0
     assert not list((tmp_path / "c" / "holdout").iterdir())
+
+
+def test_a_solid_holdout_grows_the_visible_matte_and_stops_at_the_main_person() -> None:
+    visible = np.zeros((9, 12), np.uint8)
+    visible[4, 5] = 7  # one faint pixel of the second person
+    main_pha = np.zeros((9, 12), np.uint8)
+    main_pha[:, 7:] = 30  # the main person, from column 7
+    solid = solid_holdout(visible, main_pha, 2)
+    expected = np.zeros((9, 12), np.uint8)
+    expected[2:7, 3:7] = 255  # the 5×5 square around it, cut at column 7
+    np.testing.assert_array_equal(solid, expected)

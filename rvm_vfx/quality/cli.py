@@ -42,6 +42,7 @@ def cmd_make_testclip(args: argparse.Namespace) -> int:
             DEFAULT_AMPLITUDE[args.second_motion] if args.second_amplitude is None else args.second_amplitude,
             args.seed + 1,
         ),
+        holdout_grow=args.holdout_grow,
     )
     if args.json:
         print(json.dumps(info, indent=2))
@@ -119,6 +120,14 @@ def add_commands(sub: Any) -> None:
     )
     clip.add_argument("--second-motion", choices=tuple(DEFAULT_AMPLITUDE), default="static", help="its motion")
     clip.add_argument("--second-amplitude", type=float, help="as --amplitude, for the second person")
+    clip.add_argument(
+        "--holdout-grow",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="write OUT/holdout as a roto artist draws it: solid, grown PX pixels around the second person, "
+        "stopping at the main one (default 0: their exact soft visible matte)",
+    )
     clip.add_argument("--overwrite", action="store_true", help="replace an existing clip in OUT")
     clip.add_argument("--json", action="store_true", help="print the clip description (also in OUT/clip.json)")
     clip.set_defaults(func=cmd_make_testclip)

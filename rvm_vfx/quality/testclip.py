@@ -54,6 +54,7 @@ __all__ = [
     "Motion",
     "SecondPerson",
     "StillBackground",
+    "solid_holdout",
     "TestClip",
     "VideoBackground",
     "composite",
@@ -348,12 +349,35 @@ class SecondPerson:
     scale: float = 0.6
     offset: float | None = None
     motion: Motion = field(default_factory=Motion)
+    #: 0: the hold-out is the exact soft visible matte; N: a solid one grown N pixels (``solid_holdout``).
+    grow: int = 0
 
     def __post_init__(self) -> None:
+        if self.grow < 0:
+            raise InputError(f"hold-out growth must be 0 or more pixels, got {self.grow}")
         if not (0.05 <= self.scale <= 1.0) or not math.isfinite(self.scale):
             raise InputError(f"second person's scale must be in [0.05, 1], got {self.scale}")
         if self.offset is not None and (not (-1.0 <= self.offset <= 1.0) or not math.isfinite(self.offset)):
             raise InputError(f"second person's offset must be in [-1, 1] frame widths, got {self.offset}")
+
+
+def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """``mask`` grown by ``pixels`` in every direction (a square max filter, a row pass then a column pass)."""
+    height, width = mask.shape
+    padded = np.pad(mask, pixels)
+    rows = np.zeros((height + 2 * pixels, width), bool)
+    for dx in range(2 * pixels + 1):
+        rows |= padded[:, dx : dx + width]
+    grown = np.zeros((height, width), bool)
+    for dy in range(2 * pixels + 1):
+        grown |= rows[dy : dy + height]
+    return grown
+
+
+def solid_holdout(visible: np.ndarray, main_pha: np.ndarray, grow: int) -> np.ndarray:
+    """A hold-out as a roto artist draws one: solid (255) wherever the second person shows, grown ``grow``
+    pixels and stopping where the main person's alpha begins; 8-bit codes like ``visible``."""
+    return np.where(_grow(visible > 0, grow) & (main_pha == 0), 255, 0).astype(np.uint8)
 
 
 def _subject_extent(alpha: np.ndarray) -> tuple[float, float, float, float]:
@@ -453,6 +477,8 @@ class TestClip:
             # What of them the main person leaves visible, from the very codes composited.
             visible = pha2.astype(np.float64) * (255.0 - pha.astype(np.float64)) / 255.0
             holdout = np.rint(visible).astype(np.uint8)
+            if self.second is not None and self.second.grow:
+                holdout = solid_holdout(holdout, pha, self.second.grow)
         return ClipFrame(com=composite(fgr, pha, bgr), pha=pha, fgr=fgr, bgr=bgr, holdout=holdout)
 
     def __iter__(self) -> Iterator[ClipFrame]:
@@ -586,6 +612,7 @@ def make_testclip(
     second_scale: float = 0.6,
     second_offset: float | None = None,
     second_motion: Motion | None = None,
+    holdout_grow: int = 0,
 ) -> dict[str, object]:
     """Build a clip and write it with a ``clip.json`` that records how, so it can be made again.
 
@@ -597,7 +624,7 @@ def make_testclip(
     portrait = load_portrait(portrait_image, portrait_alpha)
     second = None
     if second_person is not None:
-        second = SecondPerson(load_portrait(*second_person), second_scale, second_offset, second_motion)
+        second = SecondPerson(load_portrait(*second_person), second_scale, second_offset, second_motion, holdout_grow)
     bg = open_background(background)
     try:
         clip = TestClip(portrait, bg, frames, size or bg.size, motion, background_motion, second)
@@ -625,7 +652,12 @@ def make_testclip(
             "scale": second_scale,
             "offset": second_offset,
             "motion": asdict(second_motion),
-            "holdout": "holdout = pha2*(1-pha) from the 8-bit pha2 and pha, rounded to 8 bits; bgr includes them",
+            "holdout": (
+                f"solid: where pha2*(1-pha) > 0, grown {holdout_grow} px, and pha == 0"
+                if holdout_grow
+                else "holdout = pha2*(1-pha) from the 8-bit pha2 and pha, rounded to 8 bits"
+            )
+            + "; bgr includes them",
         }
     (Path(out) / "clip.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
