@@ -21,7 +21,8 @@ class ConvGRU(nn.Module):
     def step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         r, z = self.ih(torch.cat([x, h], dim=1)).split(self.channels, dim=1)
         candidate = self.hh(torch.cat([x, r * h], dim=1))
-        return (1 - z) * h + z * candidate
+        # (1 - z)·h + z·candidate, the official update, as one pass over the state instead of four.
+        return torch.lerp(h, candidate, z)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` is (B*T, C, H, W) with frames of one clip adjacent; returns outputs in the same layout."""
