@@ -21,9 +21,9 @@ alpha is scored against the *main* person's truth (``pha``), which is the same i
 * ``hold-out + masked input``: the hold-out area of the network's input also replaced by flat grey
   (``--mask-value``) before the network sees it, then the matte applied after as before: does the
   recurrent state do better when it never sees the second person?
-* ``rough garbage`` and ``rough garbage + masked input``: the same two with a rough matte of the kind an
-  artist draws, the hold-out grown by ``--rough-grow`` pixels (stopping where the main person's truth
-  begins, as the artist would) and applied as a garbage matte.
+* ``solid hold-out`` and ``solid hold-out + masked input``: the same two with a hold-out of the kind a roto
+  artist draws, ``make-testclip --holdout-grow``: solid, the visible matte grown by ``--rough-grow`` pixels,
+  stopping where the main person's truth begins (as the artist follows the foreground person's edge).
 
 Results: a per-clip and mean table between the markers of ``--doc`` and every per-frame value in ``--json``.
 """
@@ -56,8 +56,8 @@ LABELS = {
     "holdout": "hold-out",
     "holdout_sub": "hold-out subtracted",
     "holdout_masked": "hold-out + masked input",
-    "rough": "rough garbage",
-    "rough_masked": "rough garbage + masked input",
+    "rough": "solid hold-out",
+    "rough_masked": "solid hold-out + masked input",
 }
 
 
@@ -138,8 +138,8 @@ def evaluate(session: Any, clip: tuple[Path, Path, Path, int], size, frames: int
     alphas["holdout"] = matted(seen, holdouts, "holdout")
     alphas["holdout_sub"] = [np.maximum(pha - h, 0.0) for (_, _, pha), h in zip(seen, holdouts, strict=True)]
     alphas["holdout_masked"] = matted(run(session, two, holdouts, args.mask_value), holdouts, "holdout")
-    alphas["rough"] = matted(seen, roughs, "garbage")
-    alphas["rough_masked"] = matted(run(session, two, roughs, args.mask_value), roughs, "garbage")
+    alphas["rough"] = matted(seen, roughs, "holdout")
+    alphas["rough_masked"] = matted(run(session, two, roughs, args.mask_value), roughs, "holdout")
     return {
         "clip": f"{main.stem} + {second.stem} / {background.stem}",
         "move": list(MOVES[k % len(MOVES)]),
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", default="512x288")
     parser.add_argument("--mask-value", type=float, default=0.5, help="flat grey shown where the input is masked")
     parser.add_argument("--second-scale", type=float, default=0.6, help="the second person's size (default 0.6)")
-    parser.add_argument("--rough-grow", type=int, default=8, help="pixels the rough garbage matte grows by")
+    parser.add_argument("--rough-grow", type=int, default=8, help="pixels the solid hold-out grows by")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     parser.add_argument("--quick", action="store_true", help="2 clips of 12 frames, results to bench/results")
     parser.add_argument("--json", type=Path, default=RESULTS / "mattes.json")
@@ -236,9 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Command: `{command}` ({elapsed / 60:.0f} min). Machine: {machine['cpu']} ({machine['cores']} cores), "
             f"torch {machine['torch']} with {machine['torch_threads']} thread(s), official MobileNetV3 weights "
             f"(TF.js export); {len(results)} clips × {args.frames} frames at {size[0]}×{size[1]}, downsample auto, "
-            f"second person at {args.second_scale:g} of the main one's size. "
+            f"the second person {args.second_scale:g} of the main person's height. "
             f"MAD (×1e3) of the main person's alpha against its truth; masked input: flat {args.mask_value:g}; "
-            f"rough garbage: the hold-out grown by {args.rough_grow} px, solid, stopping at the main person.",
+            f"solid hold-out: the visible matte grown by {args.rough_grow} px, stopping at the main person.",
             "",
             table(results),
         ]
