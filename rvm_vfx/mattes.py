@@ -4,7 +4,10 @@ Each matte is an image sequence numbered like the plate (the plate's output fram
 and ``start_frame`` included), in any format the plate may be, read one channel by name: the one asked
 for, else ``A`` if the file has it, else its only channel, else ``R``. The values are data, never colour:
 no OCIO transform touches them, an 8-bit file's code ``c`` is ``c / 255``, and they are clamped to
-[0, 1] after the optional inversion (``1 - m``).
+[0, 1] after the optional inversion (``1 - m``). A matte frame missing for an output frame fails the
+render before anything is read, naming the frames; with ``missing: hold`` the matte frame before the gap
+is held, as the plate's is. A matte frame of another size than its plate, or holding NaN/Inf, fails that
+frame naming the file and frame; the frames written before it stay. No output may overwrite a matte file.
 
 Per pixel, at full resolution, after the network (and after any combination of passes), with the
 network's alpha ``a``, foreground ``F`` and the image it was shown ``S`` (both in the model space), in
