@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev", action="store_true", help="run the tuning clips (DEV_CLIPS) instead")
     parser.add_argument("--iterations", type=int, help="override the default budget (tuning only)")
     parser.add_argument("--lr", type=float, help="override the learning rate (tuning only)")
+    parser.add_argument("--freeze", help="parameter prefixes left unchanged, comma-separated (tuning only)")
+    parser.add_argument("--fgr-weight", type=float, help="override the foreground hold's weight (tuning only)")
     parser.add_argument("--scale", type=float, help="override the scale jitter, +-fraction (tuning only)")
     parser.add_argument("--no-validation", action="store_true", help="skip the leave-one-out folds (tuning only)")
     parser.add_argument("--json", type=Path, help="write every row here")
@@ -216,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         from rvm_vfx.finetune import train
 
         train.LEARNING_RATE = args.lr
+    if args.freeze is not None:
+        from rvm_vfx.finetune import train
+
+        train.FROZEN_PREFIXES = tuple(args.freeze.split(","))
+    if args.fgr_weight is not None:
+        from rvm_vfx.finetune import losses, train
+
+        losses.FOREGROUND_WEIGHT = train.FOREGROUND_WEIGHT = args.fgr_weight
     if args.scale is not None:
         from rvm_vfx.finetune import augment
 

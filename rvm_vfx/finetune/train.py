@@ -29,6 +29,8 @@ from .losses import FOREGROUND_WEIGHT, alpha_loss, foreground_hold
 
 #: Adam's step size, measured on dev clips (docs/finetune.md): the largest that keeps the loss falling steadily.
 LEARNING_RATE = 1e-4
+#: Parameters left as they are.
+FROZEN_PREFIXES: tuple[str, ...] = ()
 #: The share of the steps over which the learning rate ramps up.
 WARMUP_SHARE = 0.1
 #: The smoothing of the loss that picks the best weights (a step's loss depends on its random crop).
@@ -96,6 +98,17 @@ def window_frames(shot: Shot, keyframe: int, keyframes: set[int]) -> tuple[list[
     return warm + segment, len(warm)
 
 
+def trainable(network: MattingNetwork) -> list[torch.nn.Parameter]:
+    """The parameters training changes (the others get no gradient, so backward stops where they begin)."""
+    chosen = []
+    for name, parameter in network.named_parameters():
+        learn = not name.startswith(FROZEN_PREFIXES)
+        parameter.requires_grad_(learn)
+        if learn:
+            chosen.append(parameter)
+    return chosen
+
+
 def learning_rate_factor(step: int, iterations: int) -> float:
     """Linear warm-up, then cosine decay to 0 at the last step.
 
@@ -127,9 +140,8 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     network.eval()  # BatchNorm statistics stay the base network's
-    for parameter in network.parameters():
-        parameter.requires_grad_(True)
-    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
+    trained = trainable(network)
+    optimizer = torch.optim.Adam(trained, lr=LEARNING_RATE)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, iterations))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     autocast = autocast_for(device, precision)

@@ -65,7 +65,12 @@ def guided_upsample(a: torch.Tensor, b: torch.Tensor, src: torch.Tensor) -> tupl
     it reads (the 8 coefficient planes side by side); each strip is applied while it is in cache and the
     results land in preallocated outputs. At HD and 4K this is a large part of the frame's time. The sums
     are the same two products as F.interpolate's, added in another order: within 1e-6 of it.
+
+    The fused path writes into preallocated outputs, which autograd cannot follow; training (``rvm-vfx
+    finetune``, coefficients that require grad) takes the plain formula above instead.
     """
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return _guided_upsample_differentiable(a, b, src)
     n, _, height, width = src.shape
     low_height = a.shape[2]
     src = src.contiguous()  # row strips of a plane-major layout are contiguous: the fast case
@@ -91,6 +96,17 @@ def guided_upsample(a: torch.Tensor, b: torch.Tensor, src: torch.Tensor) -> tupl
         torch.addcmul(rows[:, 4:7], rows[:, 0:3], block, out=fgr[:, :, y0:y1]).clamp_(0.0, 1.0)
         torch.addcmul(rows[:, 7:8], rows[:, 3:4], block.mean(1, keepdim=True), out=pha[:, :, y0:y1]).clamp_(0.0, 1.0)
     return fgr, pha
+
+
+def _guided_upsample_differentiable(
+    a: torch.Tensor, b: torch.Tensor, src: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``guided_upsample`` as the official formula, through operations autograd can differentiate."""
+    size = src.shape[2:]
+    up_a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+    up_b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+    out = up_a * _guide(src) + up_b
+    return (src + out[:, :3]).clamp(0.0, 1.0), out[:, 3:].clamp(0.0, 1.0)
 
 
 class DeepGuidedFilterRefiner(nn.Module):
