@@ -175,6 +175,20 @@ def test_the_output_says_which_mattes_made_it(rendered: Path) -> None:
     assert not [k for k in plain if "_matte" in k]
 
 
+def test_the_mattes_apply_after_the_bidirectional_combination(rendered: Path, tmp_path: Path) -> None:
+    job = dataclasses.replace(_job(rendered, "unused"), output=str(tmp_path / "m.####.exr"))
+    job = dataclasses.replace(job, passes="bidirectional", warmup=2, **_write_mattes(tmp_path / "mattes"))
+    render(job, state_dir=tmp_path / "state")
+    masks = _masks()
+    garbage = masks["garbage"] == 1
+    solid = (masks["core"] == 1) & ~garbage
+    for frame in FRAMES:
+        pixels, attributes = read(tmp_path / f"m.{frame}.exr")
+        assert np.all(pixels[..., 3][garbage] == 0.0) and np.all(pixels[..., :3][garbage] == 0.0)
+        assert np.all(pixels[..., 3][solid] == 1.0)
+        assert attributes["rvm:holdout_matte"] == str(tmp_path / "mattes" / f"holdout.{frame}.tif")
+
+
 # ----------------------------------------------------------------------------------------- the maths
 
 
