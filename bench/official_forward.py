@@ -5,10 +5,12 @@ The issue's goal is "2x the official code in the same run, same weights, same fr
 is not copied here; this module issues the same torch operations in the same order on the same modules,
 which is what its speed is:
 
-* encoder, LR-ASPP, recurrent decoder, projection: the loaded (unoptimised) network's own modules. They are
-  eager, BatchNorm unfolded, plane-major, and call the same layers as torchvision's ``MobileNetV3`` blocks
-  and the official decoder (``nn.Upsample(scale_factor=2)`` then crop; ConvGRU ``ih``/``hh``; zero state
-  at a shot's start).
+* encoder, LR-ASPP, projection: the loaded (unoptimised) network's own modules: eager, BatchNorm unfolded,
+  plane-major, the same layers as torchvision's ``MobileNetV3`` blocks and the official LR-ASPP.
+* the recurrent decoder: walked here with the official block bodies (``nn.Upsample(scale_factor=2)`` then
+  crop, concatenate, conv; ConvGRU ``ih``/``hh`` and the update ``(1 - z) * h + z * c``; zero state at a
+  shot's start) over the network's decoder layers, so that speed-ups made to the engine's decoder do not
+  leak into the baseline.
 * the refiner: the official ``FastGuidedFilter`` / ``DeepGuidedFilter`` - box filters at low resolution, then
   ``F.interpolate`` of A and b to the full plate, ``A * hr_x + b`` on the 4-channel guide, split - and the
   official ``fgr = (fgr_residual + src).clamp(0, 1)``, ``pha.clamp(0, 1)``.
@@ -22,7 +24,58 @@ import torch
 from torch.nn import functional as F
 
 from rvm_vfx.model import MattingNetwork
+from rvm_vfx.model.decoder import BottleneckBlock, ConvGRU, OutputBlock, RecurrentDecoder, UpsamplingBlock
 from rvm_vfx.model.refiners import DeepGuidedFilterRefiner
+
+
+def _official_gru(gru: ConvGRU, x: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
+    if h is None:
+        h = torch.zeros_like(x)
+    r, z = gru.ih(torch.cat([x, h], dim=1)).split(gru.channels, dim=1)
+    c = gru.hh(torch.cat([x, r * h], dim=1))
+    return (1 - z) * h + z * c
+
+
+def _official_upsample(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return x[:, :, : like.size(2), : like.size(3)]
+
+
+def _official_bottleneck(block: BottleneckBlock, x: torch.Tensor, r: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    a, b = x.split(block.channels // 2, dim=-3)
+    r = _official_gru(block.gru, b, r)
+    return torch.cat([a, r], dim=-3), r
+
+
+def _official_upsampling(
+    block: UpsamplingBlock, x: torch.Tensor, f: torch.Tensor, s: torch.Tensor, r: torch.Tensor | None
+) -> tuple[torch.Tensor, ...]:
+    x = block.conv(torch.cat([_official_upsample(x, s), f, s], dim=1))
+    a, b = x.split(block.out_channels // 2, dim=1)
+    r = _official_gru(block.gru, b, r)
+    return torch.cat([a, r], dim=1), r
+
+
+def _official_output(block: OutputBlock, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return block.conv(torch.cat([_official_upsample(x, s), s], dim=1))
+
+
+def _official_decoder(
+    decoder: RecurrentDecoder,
+    s0: torch.Tensor,
+    features: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    states: tuple[torch.Tensor | None, ...],
+) -> tuple[torch.Tensor, ...]:
+    f1, f2, f3, f4 = features
+    r1, r2, r3, r4 = states
+    s1 = decoder.avgpool(s0)
+    s2 = decoder.avgpool(s1)
+    s3 = decoder.avgpool(s2)
+    x4, r4 = _official_bottleneck(decoder.decode4, f4, r4)
+    x3, r3 = _official_upsampling(decoder.decode3, x4, f3, s3, r3)
+    x2, r2 = _official_upsampling(decoder.decode2, x3, f2, s2, r2)
+    x1, r1 = _official_upsampling(decoder.decode1, x2, f1, s1, r1)
+    return _official_output(decoder.decode0, x1, s0), r1, r2, r3, r4
 
 
 def _official_box_filter(x: torch.Tensor, r: int = 1) -> torch.Tensor:
@@ -86,7 +139,7 @@ def official_forward(
         src_sm = src
     f1, f2, f3, f4 = model.backbone(src_sm)
     f4 = model.aspp(f4)
-    hid, r1, r2, r3, r4 = model.decoder(src_sm, f1, f2, f3, f4, r1, r2, r3, r4, 1)
+    hid, r1, r2, r3, r4 = _official_decoder(model.decoder, src_sm, (f1, f2, f3, f4), (r1, r2, r3, r4))
     fgr_residual, pha = model.project_mat(hid).split([3, 1], dim=-3)
     if downsample_ratio != 1:
         fgr_residual, pha = _official_refine(model, src, src_sm, fgr_residual, pha, hid)
