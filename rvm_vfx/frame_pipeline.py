@@ -123,18 +123,20 @@ class FramePipeline:
 
     # ---------------------------------------------------------------- per-frame work (threads)
 
-    def read(self, source: FrameSource, out_frame: int, src_frame: int) -> _Read:
+    def read(self, source: FrameSource, out_frame: int, src_frame: int, counted: bool = True) -> _Read:
         """A plate frame, its pixels in the network's space and, when cuts are detected, their signature (on a
-        reader thread: detection costs the main loop nothing but the comparison)."""
+        reader thread: detection costs the main loop nothing but the comparison). A warm-up read is not
+        ``counted``: the frame's warnings and figures are the report's when it is read as itself."""
         try:
             plate = source.read(src_frame)
         except ImageReadError as exc:
             raise ImageReadError(f"frame {out_frame}: {exc}") from None
-        for message in plate.warnings:
+        for message in plate.warnings if counted else ():
             self.reporter.warn(message)
         space = self.color.resolve_input_space(self.job.input_colorspace, plate.colorspace, plate.is_float)
         model_rgb, clipped = self.color.to_model(plate.rgb, space)
-        self.reporter.plate_read(plate.nonfinite, clipped, space)
+        if counted:
+            self.reporter.plate_read(plate.nonfinite, clipped, space)
         return plate, model_rgb, space, signature(model_rgb) if self.cuts.detects else None
 
     # ---------------------------------------------------------------- state to resume from
@@ -239,7 +241,7 @@ class _Run:
             if write and not cuts.reverse:
                 self.pipeline.reporter.cut(frame, cuts.shot)
         if (new_shot or self.fresh) and self.pipeline.warm is not None:
-            self.warm_up(src, sig)
+            self.warm_up(src, model_rgb.shape, sig)
         self.fresh = False
         sized = io_plan(self.session.device.type, plate.header.width * plate.header.height, self.cores)
         self.read_ahead, self.write_behind = sized.read_ahead, sized.write_behind
@@ -259,17 +261,26 @@ class _Run:
             self.snapshots.append((self.write_index, self.pipeline.snapshot()))
         self.write_index += 1
 
-    def warm_up(self, src: int, sig: Signature | None) -> None:
+    def warm_up(self, src: int, shape: tuple[int, ...], sig: Signature | None) -> None:
         """Step the frames that warm the state before source frame ``src`` starts a shot (not written).
 
         They are read here, on the main loop (a few frames per shot). With detected cuts a fresh detector
         follows them in the order stepped: a cut found among them resets the state there, and a cut between
-        the last of them and ``src`` throws them all away, so no other shot's memory reaches this one."""
+        the last of them and ``src`` throws them all away, so no other shot's memory reaches this one. A warm-up
+        frame that cannot be read, or of another size than ``src`` (``shape``), resets it the same way: the
+        warm-up only warms, and the render fails on a damaged frame only when it reaches it as itself."""
         detector = CutDetector() if self.pipeline.cuts.detects else None
         for warm_frame, warm_src in self.pipeline.warm(src):  # type: ignore[misc]  # called only when set
-            _, model_rgb, _, warm_sig = self.pipeline.read(self.source, warm_frame, warm_src)
-            if detector is not None and warm_sig is not None and detector.is_cut(warm_sig):
+            try:
+                _, model_rgb, _, warm_sig = self.pipeline.read(self.source, warm_frame, warm_src, counted=False)
+            except ImageReadError:
                 self.session.reset()
+                continue
+            cut = detector is not None and warm_sig is not None and detector.is_cut(warm_sig)
+            if cut or model_rgb.shape != shape:
+                self.session.reset()
+                if model_rgb.shape != shape:
+                    continue
             self.pipeline.frame_in_network = warm_frame
             self.session.step(torch.from_numpy(model_rgb).permute(2, 0, 1)[None])
         if detector is not None and sig is not None and detector.previous is not None and detector.is_cut(sig):

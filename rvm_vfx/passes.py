@@ -38,7 +38,7 @@ from .frame_pipeline import FramePipeline, WarmPlan
 from .job import Job
 from .render_report import ProgressCallback, Reporter
 from .resume_state import StateFolder
-from .sequence import FrameSource, resolve_frames
+from .sequence import FrameSource, VideoSource, resolve_frames
 from .spec.job import CUTS_AUTO, CUTS_NONE
 from .spec.progress import START
 
@@ -51,7 +51,7 @@ BIDIRECTIONAL = "bidirectional"
 #: the engine's choice, measured by ``bench/evaluate_passes.py`` (docs/quality.md).
 COMBINE_MODES = ("mean", "memory", "agreement")
 DISAGREE = 0.1
-COMBINE = "memory"
+COMBINE = "agreement"
 #: Frames after which a pass's memory counts as full for ``memory`` weighting: the paper's error curve flattens
 #: after about 15 frames; weights follow 1 - exp(-seen / MEMORY_FRAMES).
 MEMORY_FRAMES = 6.0
@@ -272,6 +272,12 @@ def run_backward(
     if done is not None:
         return Backward(store, done)
     reporter = Reporter(progress, pass_name=BACKWARD)
+    if isinstance(source, VideoSource):
+        reporter.warn(
+            f"{source.filename}: the backward pass reads the video from its last frame to its first, and a video "
+            "decodes forward only (each step back decodes from the start): slow for long shots; render an image "
+            "sequence of the plate first"
+        )
     cuts = Cuts(job.cuts, reverse=True)
     listed = cuts.listed
     pipeline = pipeline_for(reporter, cuts=cuts, warm=warm_plan(source, job.warmup, -1, listed), sink=store.write)

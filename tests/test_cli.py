@@ -584,7 +584,7 @@ ADDED_MATTE_FLAGS = {
         ("--cuts",), "shot cuts: auto (detect), none, or the first frames of new shots, e.g. 1012,1040", "auto"
     ),
     "warmup": _flag(
-        ("--warmup",), "frames of the shot played in reverse before its first frame to warm the state", 0, type=int
+        ("--warmup",), "frames of the shot played in reverse before its first frame to warm the state", 8, type=int
     ),
     "passes": _flag(
         ("--passes",),

@@ -139,7 +139,7 @@ def test_the_first_bad_field_in_declaration_order_is_reported() -> None:
 #: Optional fields added since, without a new schema version (``schema``'s rule): older tickets get their defaults.
 ADDED_WITH_DEFAULTS = {
     "cuts": "auto",
-    "warmup": 0,
+    "warmup": 8,
     "passes": "forward",
     "postroll": 0,
     **{f"{kind}_matte": None for kind in ("garbage", "core", "holdout")},
@@ -334,7 +334,7 @@ OTHER_PIXEL_VALUES = {
     "alpha_output": "out/a.####.exr",
     "fg_output": "out/f.####.exr",
     "preroll": 10,
-    "warmup": 8,
+    "warmup": 0,
     "passes": "bidirectional",
     "postroll": 10,
     "garbage_matte": "g.####.png",

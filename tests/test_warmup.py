@@ -96,7 +96,9 @@ def test_the_warm_plan_reads_real_frames_and_holds_over_a_gap(tmp_path: Path) ->
 
 
 def _job(pattern: str, out: Path, **changes: object) -> Job:
-    return Job(input=pattern, output=str(out / "m.####.exr"), checkpoint=str(TFJS_MODEL), cuts="none", **changes)
+    """No warm-up and no cuts unless asked: each test says what it renders."""
+    fields: dict = {"cuts": "none", "warmup": 0, **changes}
+    return Job(input=pattern, output=str(out / "m.####.exr"), checkpoint=str(TFJS_MODEL), **fields)
 
 
 def test_a_warmed_render_is_the_render_with_those_frames_as_pre_roll(tmp_path: Path) -> None:
@@ -179,3 +181,34 @@ def test_a_render_resumed_before_a_detected_cut_warms_there_as_an_uninterrupted_
     whole = render(dataclasses.replace(job, output=str(tmp_path / "whole" / "m.####.exr")))
     assert whole.cuts == [1004]
     assert np.array_equal(rendered(tmp_path / "out", frames), rendered(tmp_path / "whole", frames))
+
+
+def test_a_damaged_frame_inside_the_warm_up_fails_the_render_only_when_it_is_reached(tmp_path: Path) -> None:
+    from rvm_vfx.errors import ImageReadError
+
+    composites, _ = portrait_clip(5, 96, 64, step=4)
+    plate = write_plate(tmp_path / "a", composites, list(range(1001, 1006)))
+    bad = tmp_path / "a" / "plate.1003.exr"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    with pytest.raises(ImageReadError, match=f"^frame 1003: {bad}: cannot read image"):
+        render(_job(plate, tmp_path / "out", warmup=4))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.1001.exr", "m.1002.exr"]
+    # The warm-up before 1001 was 1005, 1004, then 1003 (unreadable: the state starts again), 1002.
+    staged = write_plate(tmp_path / "b", [composites[1], *composites[:2]], [1000, 1001, 1002])
+    render(_job(staged, tmp_path / "same", preroll=1))
+    assert np.array_equal(rendered(tmp_path / "out", [1001, 1002]), rendered(tmp_path / "same", [1001, 1002]))
+
+
+def test_warm_up_frames_of_another_size_are_left_out_without_a_warning(tmp_path: Path) -> None:
+    big, _ = portrait_clip(2, 128, 72)
+    small, _ = portrait_clip(2, 96, 54)
+    plate = write_plate(tmp_path / "a", big + small, [1001, 1002, 1003, 1004])
+    warnings: list[str] = []
+    report = render(
+        _job(plate, tmp_path / "out", warmup=3),
+        progress=lambda e: warnings.append(e["message"]) if e["event"] == "warning" else None,
+    )
+    assert report.frames_written == [1001, 1002, 1003, 1004]
+    assert [w for w in warnings if "frame size" in w] == [
+        "frame 1003: frame size changed from 128×72 to 96×54: recurrent state reset"
+    ]

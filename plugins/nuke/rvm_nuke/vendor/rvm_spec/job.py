@@ -183,8 +183,9 @@ class Job:
     preroll: int = declare(
         0, help="frames run before the first one to warm the state", minimum=0, pixels=True, flag="--preroll"
     )
+    # On by default: 8 frames won on the test clips (docs/quality.md, bench/evaluate_passes.py).
     warmup: int = declare(
-        0,
+        8,
         help="frames of the shot played in reverse before its first frame to warm the state",
         minimum=0,
         pixels=True,
