@@ -224,7 +224,7 @@ def test_the_node_has_a_matte_input_and_knobs_for_each(fake, node, tmp_path, stu
         assert channel._api_class == "Channel_Knob" and channel.value() == "none"  # the class it was made as
         assert seen(channel).input == number  # its menu lists the channels of its own input
         assert group[f"invert_{name}"].value() is False
-    assert group["warmup"].value() == 0 and group["passes"].values() == list(PASSES)
+    assert group["warmup"].value() == FIELDS_BY_NAME["warmup"].default and group["passes"].values() == list(PASSES)
     # Nothing connected: the Job has no mattes, and nothing is precomped.
     plan = node.make_plan(group)
     assert plan.mattes == [] and plan.job["garbage_matte"] is None and node.prepare_precomp(group, plan) is None
