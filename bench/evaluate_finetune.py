@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev", action="store_true", help="run the tuning clips (DEV_CLIPS) instead")
     parser.add_argument("--iterations", type=int, help="override the default budget (tuning only)")
     parser.add_argument("--lr", type=float, help="override the learning rate (tuning only)")
+    parser.add_argument("--no-pairs", action="store_true", help="no moved keyframe pairs (tuning only)")
     parser.add_argument("--freeze", help="parameter prefixes left unchanged, comma-separated (tuning only)")
     parser.add_argument("--fgr-weight", type=float, help="override the foreground hold's weight (tuning only)")
     parser.add_argument("--scale", type=float, help="override the scale jitter, +-fraction (tuning only)")
@@ -218,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         from rvm_vfx.finetune import train
 
         train.LEARNING_RATE = args.lr
+    if args.no_pairs:
+        from rvm_vfx.finetune import train
+
+        train.MOTION_PAIRS = False
     if args.freeze is not None:
         from rvm_vfx.finetune import train
 

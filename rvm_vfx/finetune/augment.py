@@ -8,7 +8,7 @@ Draws come from a ``numpy`` generator seeded once, so a seed gives the same run 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,10 +17,12 @@ from torch.nn import functional as F
 #: Each side of a crop is this fraction of the frame's (drawn per step).
 CROP_RANGE = (0.5, 0.85)
 #: Small rescales around the render's scale: the network must keep working at the shot's own resolution.
-SCALE_RANGE = (0.9, 1.1)
+SCALE_RANGE = (0.95, 1.05)
 #: Per-channel gain and a shared gamma on the model-space values: small grade changes across the shot.
 GAIN_RANGE = (0.92, 1.08)
 GAMMA_RANGE = (0.9, 1.1)
+#: The largest move (pixels, each axis) between a keyframe and its moved copy: a pan of a few pixels a frame.
+MOTION_PIXELS = 3
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,18 @@ class Draw:
         """The grade change on N×3×H×W model-space colour (the plate and the foreground it holds)."""
         gain = torch.tensor(self.gain, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
         return (rgb.clamp(0.0, 1.0) ** self.gamma * gain).clamp(0.0, 1.0)
+
+
+def moved(rng: np.random.Generator, draw: Draw, height: int, width: int) -> Draw:
+    """The same crop moved by a few whole pixels (kept inside the frame): the next frame of a small camera move.
+
+    Whole pixels, so the moved roto is exact (no resampling blur); the network's strided layers still see the
+    edges land elsewhere on their grid, which is where a moving shot's flicker comes from.
+    """
+    dy, dx = (int(v) for v in rng.integers(-MOTION_PIXELS, MOTION_PIXELS + 1, size=2))
+    top = int(np.clip(draw.top + dy, 0, height - draw.height))
+    left = int(np.clip(draw.left + dx, 0, width - draw.width))
+    return replace(draw, top=top, left=left)
 
 
 def identity(height: int, width: int) -> Draw:

@@ -28,7 +28,9 @@ from .data import Shot
 from .losses import FOREGROUND_WEIGHT, alpha_loss, foreground_hold
 
 #: Adam's step size, measured on dev clips (docs/finetune.md): the largest that keeps the loss falling steadily.
-LEARNING_RATE = 1e-4
+LEARNING_RATE = 2e-4
+#: Train each keyframe without a keyframe before it as a two-frame clip of itself and a moved copy.
+MOTION_PAIRS = True
 #: Parameters left as they are.
 FROZEN_PREFIXES: tuple[str, ...] = ()
 #: The share of the steps over which the learning rate ramps up.
@@ -161,11 +163,17 @@ def train(
             order = [keyframes[i] for i in rng.permutation(len(keyframes))]
         keyframe = order.pop()
         frames, warm_count = window_frames(shot, keyframe, keyset)
-        segment = frames[warm_count:]
         change = augment.draw(rng, height, width)
-        plates = change.colour(change.geometry(torch.stack([shot.frames[f] for f in frames]))).to(device)
-        true_alpha = change.geometry(torch.stack([targets.alpha[f] for f in segment])).to(device)
-        held_fgr = change.colour(change.geometry(torch.stack([targets.foreground[f] for f in segment]))).to(device)
+        views = [change] * len(frames)
+        if MOTION_PAIRS and len(frames) - warm_count == 1:
+            # No keyframe before this one: a second view of it, moved a few pixels, makes a two-frame clip whose
+            # true motion is known, so the temporal term can teach edges to follow motion without flicker.
+            frames, views = frames + [keyframe], views + [augment.moved(rng, change, height, width)]
+        plates = torch.cat([v.geometry(shot.frames[f][None]) for f, v in zip(frames, views, strict=True)])
+        plates = change.colour(plates).to(device)
+        pairs = list(zip(frames, views, strict=True))[warm_count:]
+        true_alpha = torch.cat([v.geometry(targets.alpha[f][None]) for f, v in pairs]).to(device)
+        held_fgr = change.colour(torch.cat([v.geometry(targets.foreground[f][None]) for f, v in pairs])).to(device)
         fgr, pha = run_window(network, plates, warm_count, ratio, autocast)
         loss = alpha_loss(pha, true_alpha) + FOREGROUND_WEIGHT * foreground_hold(fgr, held_fgr, true_alpha)
         optimizer.zero_grad(set_to_none=True)
