@@ -87,7 +87,8 @@ class ColorPipeline:
         alpha: np.ndarray,
         plate_space: str,
         output_space: str,
+        dtype: type[np.floating] = np.float32,
     ) -> np.ndarray:
         return compositing.compose_foreground(
-            self.converter, plate_rgb_scene, src_model, fgr_model, alpha, plate_space, output_space
+            self.converter, plate_rgb_scene, src_model, fgr_model, alpha, plate_space, output_space, dtype
         )

@@ -158,6 +158,16 @@ def _check_folder(folder: Path) -> None:
 # --------------------------------------------------------------------------- writing a frame
 
 
+def compose_dtype(paths: dict[str, str]) -> type[np.floating]:
+    """The precision to compose a frame in, given the files it writes (``output_paths``).
+
+    Every file is half, so the premultiplied output is composed straight into halves (one full-frame pass
+    fewer, same bits), except when a straight foreground is written: it divides the float32 colour by
+    alpha, and halves would change its values.
+    """
+    return np.float32 if "fg_output" in paths else np.float16
+
+
 class FrameWriter:
     """Writes a rendered frame's files; called from the writer threads, one frame per call."""
 
@@ -198,7 +208,9 @@ class FrameWriter:
         matte_attributes: dict[str, object] = {}
         if self.mattes is not None:  # garbage / core / hold-out: after the network, before colour (``mattes``)
             fgr, pha, matte_attributes = self.mattes.apply(frame, plate.header, model_rgb, fgr, pha)
-        rgba = self.color.compose_foreground(plate.rgb, model_rgb, fgr, pha, space, self.output_space)
+        rgba = self.color.compose_foreground(
+            plate.rgb, model_rgb, fgr, pha, space, self.output_space, compose_dtype(paths)
+        )
         attributes = {
             "rvm:model": self.model_name,
             "rvm:checkpoint_sha256": self.checkpoint_sha256,
