@@ -376,3 +376,19 @@ def test_to_model_matches_convert_and_clip_at_every_shape(pipeline: ColorPipelin
     assert model.shape == shape
     assert np.array_equal(model, np.clip(expected, 0.0, 1.0))
     assert clipped == outside / expected.size
+
+
+def test_to_model_counts_and_clips_across_strips(pipeline: ColorPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    # to_model counts and clips in strips; a strip of 7 values (not a whole pixel) and a short last strip
+    # must give convert()'s values and the exact count, NaN neither counted nor changed.
+    from rvm_vfx import color_convert
+
+    monkeypatch.setattr(color_convert, "_CLIP_STRIP", 7)
+    values = np.linspace(-0.5, 3.0, 5 * 6 * 3, dtype=np.float32).reshape(5, 6, 3)
+    values[2, 3, 1] = np.nan
+    model, clipped = pipeline.to_model(values, "ACEScg")
+    expected = pipeline.convert(values, "ACEScg", pipeline.model_space)
+    assert np.isnan(expected[2, 3]).any()
+    outside = np.count_nonzero((expected < 0) | (expected > 1))
+    assert np.array_equal(model, np.clip(expected, 0.0, 1.0), equal_nan=True)
+    assert clipped == outside / expected.size
