@@ -75,7 +75,7 @@ def io_plan(device_type: str, pixels: int, cores: int | None = None) -> IOPlan:
     On the CPU the network already fills every core, so two threads each way are enough to overlap
     reading and writing with it; more would only take turns on the same cores. On an accelerator the
     CPU side is the whole pipeline: by the per-frame costs in ``bench/`` (1080p: about 70 CPU-ms to
-    decode and convert, 90 to compose and encode; the writer's work runs on its own thread, not torch's
+    decode and convert, 90 to compose and encode; the premultiply runs on the writer's thread, not torch's
     pool), two writer threads would cap a GPU render near 22 fps, so reading and writing get up to half
     the cores each. A frame in flight holds a few full-size
     float copies, so plates over ``LARGE_FRAME_PIXELS`` keep fewer of them: at 3840×2160 on the CPU, one
