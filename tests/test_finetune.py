@@ -379,3 +379,23 @@ def test_training_runs_the_renders_guided_upsampling_with_gradients() -> None:
         torch.testing.assert_close(y.detach(), x, atol=1e-5, rtol=0)
     plain[1].sum().backward()
     assert a.grad is not None and float(a.grad.abs().sum()) > 0
+
+
+def test_the_console_reports_each_held_out_keyframe(shot, tmp_path: Path) -> None:
+    plate, keys, _ = shot
+    result = run_cli(plate, keys, str(tmp_path / "o.pth"), "--iterations", "2")  # stderr is no terminal: no bar
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    sidecar = json.loads((tmp_path / "o.json").read_text())
+    expected = [
+        f"held-out keyframe {v['keyframe']}: MAD x1e3 {v['mad_before']:.2f} -> {v['mad_after']:.2f}"
+        for v in sidecar["validation"]["keyframes"]
+    ]
+    assert [line for line in lines if line.startswith("held-out")] == expected and len(expected) == 2
+    worse = [v["keyframe"] for v in sidecar["validation"]["keyframes"] if v["mad_after"] > v["mad_before"]]
+    assert [line for line in lines if line.startswith("warning: keyframe")] == [
+        f"warning: {w}" for w in sidecar["warnings"] if w.startswith("keyframe")
+    ] and len(worse) == len([w for w in sidecar["warnings"] if w.startswith("keyframe")])
+    assert lines[-1].startswith("done: 2 of 2 iterations in ") and lines[-1].endswith(
+        f"-> {tmp_path / 'o.pth'} (+ {tmp_path / 'o.json'})"
+    )

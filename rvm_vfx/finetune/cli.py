@@ -84,13 +84,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if isinstance(progress, EventWriter):
         progress(event(CANCELLED if report.stopped == "stop" else DONE, **summary))
     elif args.progress != "none":
-        for entry in report.validation:
-            if not isinstance(progress, TrainBar):
+        if not isinstance(progress, TrainBar):  # the bar showed these as they came
+            for entry in report.validation:
                 print(
                     f"held-out keyframe {entry['keyframe']}: MAD x1e3 {entry['mad_before']:.2f} -> "
                     f"{entry['mad_after']:.2f}",
                     file=sys.stderr,
                 )
+            for message in report.warnings:
+                print(f"warning: {message}", file=sys.stderr)
         what = "stopped" if report.stopped == "stop" else "done"
         print(
             f"{what}: {report.iterations} of {report.planned} iterations in {report.elapsed_s:.1f} s, "
