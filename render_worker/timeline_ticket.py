@@ -60,6 +60,8 @@ CLIP_OPTIONS = (
     "output_mode",
     "preroll",
     "cuts",
+    "warmup",
+    "passes",
     "overwrite",
     "snapshot_every",
     "metadata",

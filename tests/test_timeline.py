@@ -17,6 +17,7 @@ import pytest
 from opentimelineio.opentime import RationalTime, TimeRange
 
 from rvm_vfx.cli import main
+from rvm_vfx.errors import InputError
 
 from .conftest import TFJS_MODEL
 from .plates import portrait_clip, write_sequence
@@ -202,3 +203,17 @@ def test_bad_track_and_existing_timeline_stop_before_any_frame(edit: Path, tmp_p
     assert _run(edit, out) == 2
     assert _events(capsys)[-1]["error"]["message"] == f"output exists: {out / 'edit.otio'}; use --overwrite to replace"
     assert os.listdir(out) == ["edit.otio"] and (out / "edit.otio").read_text() == "{}"
+
+
+def test_warm_up_and_passes_reach_every_clip(edit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rvm_vfx.editorial import timeline
+
+    seen: dict = {}
+
+    def fake_render_timeline(*_args, options, **_kwargs):
+        seen.update(options)
+        raise InputError("stop here")
+
+    monkeypatch.setattr(timeline, "render_timeline", fake_render_timeline)
+    assert _run(edit, tmp_path / "out", "--warmup", "3", "--passes", "bidirectional") == 2
+    assert (seen["warmup"], seen["passes"]) == (3, "bidirectional")

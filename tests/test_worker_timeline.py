@@ -244,6 +244,12 @@ def test_a_good_timeline_ticket_checks_each_clip_job_like_a_ticket(edit_farm: di
     assert (clip.frames, clip.job.downsample, clip.job.device) == ([1002, 1003, 1004, 1005], 0.5, "cpu")
 
 
+def test_a_timeline_ticket_passes_warm_up_and_passes_to_every_clip(edit_farm: dict[str, Path]) -> None:
+    ticket = _load(edit_farm, {**TICKET, "warmup": 3, "passes": "bidirectional"})
+    [(_, clip)] = ticket.clips
+    assert (clip.job.warmup, clip.job.passes) == (3, "bidirectional")
+
+
 class _StopsAtClip:
     """An executor that renders nothing: it records the clips asked for and reports a stop at one of them."""
 

@@ -31,6 +31,8 @@ CLIP_FIELDS = (
     "output_colorspace",
     "compression",
     "output_mode",
+    "warmup",
+    "passes",
     "overwrite",
 )
 
