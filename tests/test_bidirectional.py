@@ -255,10 +255,9 @@ CHUNKED, CHUNK, ROLL = 30, 10, 15
 
 
 def test_bidirectional_chunks_on_a_local_cluster_have_seams_within_the_pre_roll_figures(tmp_path: Path) -> None:
-    from distributed import LocalCluster
-
     from render_worker.chunks import plan_chunks
 
+    from .dask_cluster import local_cluster
     from .test_worker_helpers import (
         WorkerProcess,
         drop_ticket,
@@ -274,18 +273,8 @@ def test_bidirectional_chunks_on_a_local_cluster_have_seams_within_the_pre_roll_
     pattern = make_plate(plates / "shot", CHUNKED)
     models = make_models_dir(tmp_path / "models")
     fields = {"passes": "bidirectional", "warmup": 4, "cuts": "none"}
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        protocol="tcp",
-        dashboard_address=None,
-        worker_dashboard_address=None,
-        silence_logs=40,
-    ) as cluster:
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        args = farm_args(out, plates, models, "--dask-scheduler", cluster.scheduler_address, "--chunk-size",
+    with local_cluster() as scheduler:
+        args = farm_args(out, plates, models, "--dask-scheduler", scheduler, "--chunk-size",
                          str(CHUNK), "--preroll", str(ROLL))  # fmt: skip
         watcher = WorkerProcess(root, "w-bidir", *args)
         try:

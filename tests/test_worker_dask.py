@@ -13,6 +13,7 @@ import pytest
 
 from render_worker.chunks import plan_chunks
 
+from .dask_cluster import local_cluster
 from .test_worker_helpers import (
     WorkerProcess,
     drop_ticket,
@@ -37,20 +38,8 @@ SEAM_MAX_BOUND = 0.5
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        protocol="tcp",
-        dashboard_address=None,
-        worker_dashboard_address=None,
-        silence_logs=40,
-    ) as local:
-        assert local.scheduler_address.startswith("tcp://127.0.0.1:")
-        yield local.scheduler_address
+    with local_cluster() as address:
+        yield address
 
 
 def _chunk_to_kill(state: Path, to_go: int = 2) -> tuple[int, int] | None:

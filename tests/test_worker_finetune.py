@@ -26,6 +26,7 @@ from render_worker.ticket import load_ticket
 from render_worker.worker import Worker
 from rvm_vfx.errors import InputError
 
+from .dask_cluster import local_cluster
 from .plates import write_image
 from .test_worker_helpers import (
     WorkerProcess,
@@ -385,19 +386,8 @@ def test_sigterm_in_training_leaves_the_job_to_train_again(farm: dict[str, Path]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        protocol="tcp",
-        dashboard_address=None,
-        worker_dashboard_address=None,
-        silence_logs=40,
-    ) as local:
-        yield local.scheduler_address
+    with local_cluster() as address:
+        yield address
 
 
 def _training_pid(job_dir: Path, at_least: int = 1) -> int | None:
