@@ -14,6 +14,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,26 @@ def _watch_for_stop(job_dir: Path, generation: int, stop: threading.Event, halt:
             return
 
 
+@contextmanager
+def task_log_and_stop(log_path: Path, job_dir: Path, generation: int) -> Iterator[threading.Event]:
+    """This task's log lines into ``log_path``, and an event set once the watcher asks the task to stop (the
+    same for a chunk and for a training: both run on Dask workers that the watcher reaches only by files)."""
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_ThreadFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    stop, halt = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=_watch_for_stop, args=(job_dir, generation, stop, halt), daemon=True)
+    watcher.start()
+    try:
+        yield stop
+    finally:
+        halt.set()
+        root.removeHandler(handler)
+        handler.close()
+
+
 def render_chunk(spec: dict[str, Any]) -> dict[str, Any]:
     """Render one chunk described by plain data (so Dask pickles nothing but dicts)."""
     from rvm_vfx.job import Job
@@ -79,15 +101,6 @@ def render_chunk(spec: dict[str, Any]) -> dict[str, Any]:
     if _stop_requested(job_dir, spec["generation"]):  # queued behind a SIGTERM or a takeover: nothing to do
         return {**info, "report": {}, "stopped": True, "frames": []}
     state_dir.mkdir(parents=True, exist_ok=True)
-
-    handler = logging.FileHandler(state_dir / LOG, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_ThreadFilter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    stop, halt = threading.Event(), threading.Event()
-    watcher = threading.Thread(target=_watch_for_stop, args=(job_dir, spec["generation"], stop, halt), daemon=True)
-    watcher.start()
     last_write = [0.0]
 
     def progress(event: dict[str, Any]) -> None:
@@ -102,7 +115,7 @@ def render_chunk(spec: dict[str, Any]) -> dict[str, Any]:
         except OSError:
             pass
 
-    try:
+    with task_log_and_stop(state_dir / LOG, job_dir, spec["generation"]) as stop:
         log.info("chunk %s frames %s pre-roll %s on %s", spec["chunk"], job.frames, job.preroll, info)
         model, sha256 = cached_model(spec["checkpoint"])
         report = render(job, model=model, checkpoint_sha256=sha256, progress=progress, stop=stop, state_dir=state_dir)
@@ -111,7 +124,3 @@ def render_chunk(spec: dict[str, Any]) -> dict[str, Any]:
             atomic_write_json(state_dir / DONE, result)
         log.info("chunk %s %s", spec["chunk"], "stopped" if report.stopped else "done")
         return result
-    finally:
-        halt.set()
-        root.removeHandler(handler)
-        handler.close()

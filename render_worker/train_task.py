@@ -21,7 +21,7 @@ from typing import Any
 
 from rvm_vfx.spec.progress import TRAIN
 
-from .chunk_task import _dask_worker_address, _stop_requested, _ThreadFilter, _watch_for_stop
+from .chunk_task import _dask_worker_address, _stop_requested, task_log_and_stop
 from .fsutil import atomic_write_json, read_json_quiet
 
 #: Under the job folder: the training's checkpoint, sidecar and files (kept with the job in done/).
@@ -103,20 +103,8 @@ def train_task(spec: dict[str, Any]) -> dict[str, Any]:
     if _stop_requested(job_dir, spec["generation"]):
         return {"stopped": True}
     folder.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(folder / LOG, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_ThreadFilter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    stop, halt = threading.Event(), threading.Event()
-    watcher = threading.Thread(target=_watch_for_stop, args=(job_dir, spec["generation"], stop, halt), daemon=True)
-    watcher.start()
-    try:
+    with task_log_and_stop(folder / LOG, job_dir, spec["generation"]) as stop:
         return train(spec, stop, progress_file(folder / PROGRESS))
-    finally:
-        halt.set()
-        root.removeHandler(handler)
-        handler.close()
 
 
 def progress_file(path: Path) -> Sink:
