@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import opentimelineio as otio
 
+from rvm_vfx.editorial.cli import CLIP_FIELDS
 from rvm_vfx.editorial.timeline import (
     Shot,
     SkippedClip,
@@ -47,22 +48,12 @@ if TYPE_CHECKING:
 
 #: The ticket's own fields; a clip's Job gets its input, output and frames from the edit.
 TIMELINE_FIELDS = ("timeline", "output", "track", "handles", "name", "priority")
-#: Job fields a timeline ticket passes to every clip's Job (checked by the Job schema).
+#: Job fields a timeline ticket passes to every clip's Job (checked by the Job schema): the timeline command's,
+#: without ``layer``, and the farm's own settings.
 CLIP_OPTIONS = (
-    "checkpoint",
-    "downsample",
-    "device",
-    "precision",
-    "ocio_config",
-    "input_colorspace",
-    "output_colorspace",
-    "compression",
-    "output_mode",
+    *(name for name in CLIP_FIELDS if name != "layer"),
     "preroll",
     "cuts",
-    "warmup",
-    "passes",
-    "overwrite",
     "snapshot_every",
     "metadata",
 )

@@ -18,8 +18,9 @@ from ..spec.exits import EXIT_OK
 from ..spec.job import FIELDS_BY_NAME
 from ..spec.progress import DONE, EventWriter
 
-#: The Job fields a timeline passes to every clip's Job. The plate, output, frames and start frame come
-#: from each clip; pre-roll is what handles are for.
+#: The Job fields a timeline passes to every clip's Job (a timeline ticket's settings add the farm's own to them,
+#: ``render_worker.timeline_ticket.CLIP_OPTIONS``). The plate, output, frames and start frame come from each
+#: clip; pre-roll is what handles are for.
 CLIP_FIELDS = (
     "layer",
     "checkpoint",
