@@ -91,6 +91,32 @@ def test_half_pixels_write_the_same_file_as_float_pixels(tmp_path: Path) -> None
         assert repr(head_a) == repr(head_b)
 
 
+def test_every_half_is_written_as_given_except_inf_which_is_clamped(tmp_path: Path) -> None:
+    # All 65536 half bit patterns (subnormals, -0.0, HALF_MAX, +/-Inf, every NaN), as RGBA.
+    halves = np.arange(2**16, dtype=np.uint16).view(np.float16).reshape(128, 128, 4)
+    kept = halves.copy()
+    write_exr(tmp_path / "every.exr", halves, _header(128, 128), "ACEScg", {})
+    assert np.array_equal(_bits(halves), _bits(kept))
+    with OpenEXR.File(str(tmp_path / "every.exr")) as written:
+        back = written.channels()["RGBA"].pixels
+    inf = np.isinf(halves)
+    assert int(inf.sum()) == 2
+    assert np.array_equal(back[inf], np.where(halves[inf] > 0, HALF_MAX, -HALF_MAX).astype(np.float16))
+    nan = np.isnan(halves)
+    assert np.isnan(back[nan]).all()  # still NaN (torch's clamp quiets a signalling NaN's payload)
+    finite = ~(inf | nan)
+    assert np.array_equal(_bits(back[finite]), _bits(halves[finite]))
+
+
+def test_halves_without_inf_are_written_bit_for_bit(tmp_path: Path) -> None:
+    plate, alpha, _ = _frame(41, 67)
+    rgba = np.concatenate([plate * alpha[..., None], alpha[..., None]], axis=2)
+    halves = np.clip(rgba, -HALF_MAX, HALF_MAX).astype(np.float16)
+    write_exr(tmp_path / "m.exr", halves, _header(41, 67), "ACEScg", {}, "piz")
+    with OpenEXR.File(str(tmp_path / "m.exr")) as written:
+        assert np.array_equal(_bits(written.channels()["RGBA"].pixels), _bits(halves))
+
+
 def test_the_writer_premultiplies_into_halves_unless_a_straight_foreground_is_asked() -> None:
     # The straight foreground divides the premultiplied float32 colour by alpha: from halves it would differ.
     from rvm_vfx.render_outputs import compose_dtype

@@ -315,6 +315,49 @@ def test_nonfinite_grey_counted_once_per_pixel(tmp_path: Path) -> None:
     np.testing.assert_array_equal(plate.rgb[2, 2], [0, 0, 0])
 
 
+def _every_half() -> np.ndarray:
+    """All 65536 half bit patterns (zeros, subnormals, HALF_MAX, +/-Inf, every NaN) as a 128×171×3 plate."""
+    bits = np.concatenate([np.arange(2**16, dtype=np.uint16), np.zeros(128 * 171 * 3 - 2**16, np.uint16)])
+    return bits.view(np.float16).reshape(128, 171, 3)
+
+
+def test_a_half_plate_comes_back_value_for_value_and_only_its_nan_and_inf_are_replaced(tmp_path: Path) -> None:
+    # Larger than any strip the reader works in (65664 values), with the non-finite values spread over it.
+    halves = _every_half()
+    path = _write(tmp_path / "every.exr", halves, "half")
+    plate = read_image(path)
+    expected = halves.astype(np.float32)  # numpy's conversion is exact for every half
+    bad = ~np.isfinite(expected)
+    assert plate.nonfinite == int(bad.sum()) == 2 * 1023 + 2  # 1023 NaNs of each sign and the two Infs
+    expected[bad] = 0.0
+    assert plate.rgb.dtype == np.float32 and plate.rgb.flags.c_contiguous
+    assert np.array_equal(plate.rgb.view(np.uint32), expected.view(np.uint32))  # -0.0 and subnormals included
+    assert plate.warnings == [f"{path}: {plate.nonfinite} NaN/Inf values replaced with 0"]
+
+
+@pytest.mark.parametrize("fmt", ["half", "float"])
+def test_one_nonfinite_value_in_the_last_pixel_is_found(tmp_path: Path, fmt: str) -> None:
+    pixels = np.full((97, 203, 3), 65504.0, np.float32)  # the largest half: finite, not to be flagged
+    clean = read_image(_write(tmp_path / "clean.exr", pixels, fmt))
+    assert clean.nonfinite == 0 and clean.warnings == []
+    assert np.array_equal(clean.rgb, pixels)
+    pixels[-1, -1, 2] = -np.inf
+    path = _write(tmp_path / "last.exr", pixels, fmt)
+    plate = read_image(path)
+    assert plate.nonfinite == 1 and plate.rgb[-1, -1, 2] == 0.0 and plate.rgb[-1, -1, 1] == 65504.0
+    assert plate.warnings == [f"{path}: 1 NaN/Inf values replaced with 0"]
+
+
+def test_nan_in_a_channel_that_is_not_read_is_not_counted(tmp_path: Path) -> None:
+    # Channels stored B, A, G, R: the alpha sits between the colour channels the reader takes.
+    pixels = _constant(0.25, np.nan, 0.5, 0.75)
+    path = _write(tmp_path / "bagr.exr", pixels, "half", channels=("B", "A", "G", "R"))
+    plate = read_image(path)
+    assert plate.nonfinite == 0
+    np.testing.assert_array_equal(plate.rgb[4, 7], [0.75, 0.5, 0.25])
+    assert plate.warnings == ["alpha channel 'A' ignored: the matte is computed from RGB"]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.exr"
     with pytest.raises(ImageReadError) as caught:
