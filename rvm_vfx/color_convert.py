@@ -46,6 +46,17 @@ class ColorConverter:
                 self._processors[key] = proc
         return proc
 
+    def optimized_ops(self, src: str, dst: str) -> ocio.GroupTransform:
+        """The ops the ``src`` → ``dst`` CPU processor runs, after OCIO's default optimisation (the one
+        ``getDefaultCPUProcessor`` applies): what a device transform (``rvm_vfx.device_color``) is built from."""
+        try:
+            processor = self.spaces.config.getProcessor(src, dst)
+        except OCIO_ERRORS as exc:
+            raise InputError(
+                f"OCIO config {self.spaces.config_name!r} cannot convert {src!r} to {dst!r}: {exc}"
+            ) from exc
+        return processor.getOptimizedProcessor(ocio.OPTIMIZATION_DEFAULT).createGroupTransform()
+
     def convert(self, rgb: np.ndarray, src: str, dst: str) -> np.ndarray:
         """Return a new float32 copy of ``rgb`` (…×3) converted from ``src`` to ``dst``.
 

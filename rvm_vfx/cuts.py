@@ -50,11 +50,20 @@ class Signature:
     thumbnail: np.ndarray  # THUMB_ROWS × n × 3 float32
 
 
+def sample_stride(height: int, width: int) -> int:
+    """The step between the pixels a signature is made from, along both axes."""
+    return max(1, min(height, width) // SAMPLE_SIDE)
+
+
 def signature(model_rgb: np.ndarray) -> Signature:
     """A frame's signature from its network input (H×W×3 sRGB-encoded float in [0, 1]); a few ms at 1080p."""
-    height, width = model_rgb.shape[:2]
-    stride = max(1, min(height, width) // SAMPLE_SIDE)
-    sample = np.clip(model_rgb[::stride, ::stride], 0.0, 1.0)
+    stride = sample_stride(*model_rgb.shape[:2])
+    return signature_of_sample(model_rgb[::stride, ::stride])
+
+
+def signature_of_sample(sample: np.ndarray) -> Signature:
+    """The signature from the pixels ``sample_stride`` picks (the device colour path sends back only those)."""
+    sample = np.clip(sample, 0.0, 1.0)
     codes = np.minimum((sample * LEVELS).astype(np.int32), LEVELS - 1)
     bins = (codes[..., 0] * LEVELS + codes[..., 1]) * LEVELS + codes[..., 2]
     histogram = np.bincount(bins.ravel(), minlength=LEVELS**3).astype(np.float64)

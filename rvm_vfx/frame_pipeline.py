@@ -24,6 +24,7 @@ import torch
 
 from .color import ColorPipeline
 from .cuts import CutDetector, Cuts, Signature, signature
+from .device_color import DeviceColor, DeviceFrame
 from .errors import ImageReadError
 from .frame_io import Plate
 from .job import Job
@@ -37,8 +38,10 @@ from .spec.progress import PROGRESS
 
 LARGE_FRAME_PIXELS = 2_500_000
 
+#: A frame's network input: numpy on the CPU path, on the network's device on the device colour path.
+ModelInput = "np.ndarray | DeviceFrame"
 #: A frame as read: the plate, its network input, the input's colour space and its cut signature.
-_Read = tuple[Plate, np.ndarray, str, "Signature | None"]
+_Read = tuple[Plate, ModelInput, str, "Signature | None"]
 
 #: One frame of the work list: (output frame number, source frame read for it, whether it is written).
 WorkItem = tuple[int, int, bool]
@@ -90,6 +93,13 @@ def io_plan(device_type: str, pixels: int, cores: int | None = None) -> IOPlan:
     return IOPlan(read_threads=threads, write_threads=threads, read_ahead=window, write_behind=window)
 
 
+def _network_input(model_rgb: ModelInput) -> torch.Tensor:
+    """A frame's network input as the session takes it (1×3×H×W, a view either way)."""
+    if isinstance(model_rgb, DeviceFrame):
+        return model_rgb.network_input()
+    return torch.from_numpy(model_rgb).permute(2, 0, 1)[None]
+
+
 class FramePipeline:
     """Steps one job's frames through a ``MattingSession``, reading ahead and writing behind it."""
 
@@ -105,7 +115,10 @@ class FramePipeline:
         warm: WarmPlan | None = None,
         blend: Blend | None = None,
         sink: Sink | None = None,
+        device_color: bool | None = None,
     ) -> None:
+        """``device_color``: colour and compositing on the network's device (``rvm_vfx.device_color``); None uses it on
+        CUDA and MPS sessions, True also on a CPU one (tests, the bench's comparison), False never."""
         self.job = job
         self.color = color
         self.reporter = reporter
@@ -121,6 +134,8 @@ class FramePipeline:
             precision=job.precision,
             on_warning=lambda message: reporter.warn(f"frame {self.frame_in_network}: {message}"),
         )
+        self.device_color = device_color
+        self.device: DeviceColor | None = None  # set per run, when its writer can take composed frames
 
     # ---------------------------------------------------------------- per-frame work (threads)
 
@@ -135,10 +150,30 @@ class FramePipeline:
         for message in plate.warnings if counted else ():
             self.reporter.warn(message)
         space = self.color.resolve_input_space(self.job.input_colorspace, plate.colorspace, plate.is_float)
-        model_rgb, clipped = self.color.to_model(plate.rgb, space)
+        on_device = self.device.to_model(plate.rgb, space) if self.device is not None else None
+        model_rgb: ModelInput
+        model_rgb, clipped = on_device if on_device is not None else self.color.to_model(plate.rgb, space)
         if counted:
             self.reporter.plate_read(plate.nonfinite, clipped, space)
-        return plate, model_rgb, space, signature(model_rgb) if self.cuts.detects else None
+        if not self.cuts.detects:
+            return plate, model_rgb, space, None
+        return plate, model_rgb, space, model_rgb.signature() if on_device else signature(model_rgb)
+
+    def _device_for(self, writer: FrameWriter | None) -> DeviceColor | None:
+        """The device colour path of a run, or None for the CPU path: a forward pass writing frames that need no
+        mattes or straight foreground, on CUDA or MPS unless told (``device_color``)."""
+        wanted = self.device_color
+        if wanted is None:
+            wanted = self.session.device.type in ("cuda", "mps")
+        if (
+            not wanted
+            or writer is None
+            or not writer.accepts_composed
+            or self.blend is not None
+            or self.sink is not None
+        ):
+            return None
+        return DeviceColor(self.color, writer.output_space, self.session.device)
 
     # ---------------------------------------------------------------- state to resume from
 
@@ -164,6 +199,7 @@ class FramePipeline:
         """Run ``work`` (pre-roll, then output frames from output index ``start_index``) to the end or a stop."""
         cores = usable_cores()
         plan = io_plan(self.session.device.type, 0, cores)  # thread counts do not depend on the frame size
+        self.device = self._device_for(writer)
         with (
             ThreadPoolExecutor(plan.read_threads, thread_name_prefix="rvm-read") as readers,
             ThreadPoolExecutor(plan.write_threads, thread_name_prefix="rvm-write") as writers,
@@ -247,16 +283,16 @@ class _Run:
         sized = io_plan(self.session.device.type, plate.header.width * plate.header.height, self.cores)
         self.read_ahead, self.write_behind = sized.read_ahead, sized.write_behind
         self.top_up()
-        tensor = torch.from_numpy(model_rgb).permute(2, 0, 1)[None]
         self.pipeline.frame_in_network = frame
-        fgr, pha = self.session.step(tensor)
+        on_device = isinstance(model_rgb, DeviceFrame)
+        fgr, pha = self.session.step(_network_input(model_rgb), on_device=on_device)
         if not write:
             return
-        fgr_np = fgr[0].permute(1, 2, 0).numpy()
-        pha_np = pha[0, 0].numpy()
+        if not on_device:  # the CPU path's writers take numpy
+            fgr, pha = fgr[0].permute(1, 2, 0).numpy(), pha[0, 0].numpy()
         ratio = self.session.ratio_for(plate.header.height, plate.header.width)
         seen = self.session.frames_seen
-        fut = self.writers.submit(self.emit, frame, plate, model_rgb, space, fgr_np, pha_np, ratio, cuts.shot, seen)
+        fut = self.writers.submit(self.emit, frame, plate, model_rgb, space, fgr, pha, ratio, cuts.shot, seen)
         self.pending.append((self.write_index, frame, fut))
         if self.snapshot_every > 0 and (self.write_index + 1) % self.snapshot_every == 0:
             self.snapshots.append((self.write_index, self.pipeline.snapshot()))
@@ -283,7 +319,7 @@ class _Run:
                 if model_rgb.shape != shape:
                     continue
             self.pipeline.frame_in_network = warm_frame
-            self.session.step(torch.from_numpy(model_rgb).permute(2, 0, 1)[None])
+            self.session.step(_network_input(model_rgb), on_device=isinstance(model_rgb, DeviceFrame))
         if detector is not None and sig is not None and detector.previous is not None and detector.is_cut(sig):
             self.session.reset()
 
@@ -291,16 +327,19 @@ class _Run:
         self,
         frame: int,
         plate: Plate,
-        model_rgb: np.ndarray,
+        model_rgb: ModelInput,
         space: str,
-        fgr: np.ndarray,
-        pha: np.ndarray,
+        fgr: np.ndarray | torch.Tensor,
+        pha: np.ndarray | torch.Tensor,
         ratio: float,
         shot: int,
         seen: int,
     ) -> list[str]:
         """A stepped frame's result to where its pass sends it (on a writer thread)."""
         pipeline = self.pipeline
+        if isinstance(model_rgb, DeviceFrame):  # composed on the device; only its half RGBA comes back
+            rgba = pipeline.device.compose(model_rgb, fgr, pha)  # type: ignore[union-attr,arg-type]
+            return self.writer.write_composed(frame, plate, space, rgba, ratio, shot)  # type: ignore[union-attr]
         if pipeline.blend is not None:
             fgr, pha = pipeline.blend(frame, fgr, pha, seen)
         if pipeline.sink is not None:

@@ -201,16 +201,52 @@ class FrameWriter:
     ) -> list[str]:
         """Write ``frame`` (of shot index ``shot``) from the network's ``fgr``/``pha`` and its plate; returns the
         paths written."""
-        job = self.job
-        paths = output_paths(job, frame)
-        for path in paths.values():
-            self._make_folder(Path(path).parent)
+        paths = self._paths(frame)
         matte_attributes: dict[str, object] = {}
         if self.mattes is not None:  # garbage / core / hold-out: after the network, before colour (``mattes``)
             fgr, pha, matte_attributes = self.mattes.apply(frame, plate.header, model_rgb, fgr, pha)
         rgba = self.color.compose_foreground(
             plate.rgb, model_rgb, fgr, pha, space, self.output_space, compose_dtype(paths)
         )
+        return self._write_files(paths, plate, space, rgba, downsample_ratio, shot, matte_attributes)
+
+    @property
+    def accepts_composed(self) -> bool:
+        """Whether ``write_composed`` can write this job's frames: no mattes to apply to the network's outputs, no
+        straight foreground (it divides float32 colour, which a half RGBA has lost)."""
+        return self.mattes is None and "fg_output" not in self.job.outputs()
+
+    def write_composed(
+        self, frame: int, plate: Plate, space: str, rgba: np.ndarray, downsample_ratio: float, shot: int = 0
+    ) -> list[str]:
+        """Write ``frame`` from its premultiplied half RGBA, composed elsewhere (``rvm_vfx.device_color``): the same
+        files, attributes and alpha as ``write``; returns the paths written."""
+        if not self.accepts_composed:
+            raise ValueError("a job with mattes or a straight foreground composes its frames in write()")
+        if rgba.dtype != np.float16 or rgba.shape != (plate.header.height, plate.header.width, 4):
+            raise ValueError(
+                f"expected half RGBA of the plate's {plate.header.width}×{plate.header.height}, got "
+                f"{rgba.dtype} {rgba.shape}"
+            )
+        return self._write_files(self._paths(frame), plate, space, rgba, downsample_ratio, shot, {})
+
+    def _paths(self, frame: int) -> dict[str, str]:
+        paths = output_paths(self.job, frame)
+        for path in paths.values():
+            self._make_folder(Path(path).parent)
+        return paths
+
+    def _write_files(
+        self,
+        paths: dict[str, str],
+        plate: Plate,
+        space: str,
+        rgba: np.ndarray,
+        downsample_ratio: float,
+        shot: int,
+        matte_attributes: dict[str, object],
+    ) -> list[str]:
+        job = self.job
         attributes = {
             "rvm:model": self.model_name,
             "rvm:checkpoint_sha256": self.checkpoint_sha256,

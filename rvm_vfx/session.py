@@ -154,8 +154,9 @@ class MattingSession:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def step(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Matte ``src`` (N×3×H×W consecutive frames) and advance the recurrent state by N frames."""
+    def step(self, src: torch.Tensor, on_device: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Matte ``src`` (N×3×H×W consecutive frames) and advance the recurrent state by N frames; ``on_device``
+        leaves the float32 outputs on the session's device (``rvm_vfx.device_color`` composes there)."""
         if src.ndim != 4 or src.shape[1] != 3:
             raise ValueError(f"step expects N×3×H×W frames, got shape {tuple(src.shape)}")
         size = (int(src.shape[2]), int(src.shape[3]))
@@ -178,6 +179,8 @@ class MattingSession:
                 fgr, pha = fgr[0], pha[0]
         self._state = state
         self.frames_seen += int(src.shape[0])
+        if on_device:
+            return fgr.float(), pha.float()
         return fgr.float().cpu(), pha.float().cpu()
 
     def reset(self) -> None:
