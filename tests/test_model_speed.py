@@ -74,3 +74,47 @@ def test_official_baseline_computes_the_network(model: MattingNetwork, ratio: fl
     # filter's division by local variances amplifies that, 3 frames of carried state compound it.
     assert (pha_o - pha_f).abs().max().item() < 1e-4
     assert (fgr_o - fgr_f).abs().max().item() < 1e-4
+
+
+def _large_copies(network: MattingNetwork, frame: torch.Tensor, states: list[torch.Tensor | None]) -> list[list[int]]:
+    """The shapes of the 4-D tensors one step copies whole (``aten::copy_``) at 1/8 of the frame's size or more.
+
+    Smaller ones are the encoder's deepest layers, which CPU convolution kernels for tiny images repack.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        network(frame, *states, downsample_ratio=1.0)
+    least = frame.shape[2] * frame.shape[3] // 64
+    return [
+        shape
+        for event in prof.events()
+        if event.name == "aten::copy_" and event.input_shapes and len(shape := event.input_shapes[0]) == 4
+        if shape[2] * shape[3] >= least
+    ]
+
+
+def test_channels_last_network_keeps_its_state_channels_last(model: MattingNetwork) -> None:
+    """A plane-major recurrent state turned every concatenation after it plane-major, and each convolution then
+    copied its whole input into channels-last (512×288: a fifth of the frame's time)."""
+    fast = optimize_for_inference(model)
+    frame = torch.rand(1, 3, 144, 256, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        _, _, *states = fast(frame, downsample_ratio=1.0)
+    assert all(state.is_contiguous(memory_format=torch.channels_last) for state in states)
+    # The only large copy left is the plate itself, taken channels-last once on the way in (before: 14 more,
+    # the decoder's concatenations at 1/8, 1/4, 1/2 and full size).
+    assert _large_copies(fast, frame, states) == [[1, 3, 144, 256]]
+
+
+def test_plane_major_state_gives_the_same_frame(model: MattingNetwork) -> None:
+    """A state saved plane-major (an older snapshot, a caller's own zeros) is taken channels-last, same values."""
+    fast = optimize_for_inference(model)
+    frames = torch.rand(2, 1, 3, 72, 128, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        _, _, *states = fast(frames[0], downsample_ratio=1.0)
+        want = fast(frames[1], *states, downsample_ratio=1.0)
+        got = fast(frames[1], *[state.contiguous() for state in states], downsample_ratio=1.0)
+    for a, b in zip(got, want, strict=True):
+        assert a.is_contiguous(memory_format=torch.channels_last) == b.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(a, b)
