@@ -323,6 +323,60 @@ def _check_exists(path: str) -> None:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
 
 
+#: Values per strip when torch widens a half plate: under torch's grain size (32768 values), so each copy runs
+#: on the calling reader thread instead of starting an OpenMP team of its own beside the network's pool
+#: (compositing's premultiply strips are sized alike, for the same reason). At 1080p on the 2-core VM the
+#: whole-frame widening cost 1-8 CPU-ms on two threads depending on what the other core was doing, the
+#: strips 4-4.5 whatever it did (bench/README.md).
+_WIDEN_STRIP = 1 << 15
+#: Values per strip of the NaN/Inf check (numpy, single-threaded): 256 kB of scratch, cache-sized.
+_CHECK_STRIP = 1 << 17
+
+# Unsigned view, the bits below the sign, and the exponent of Inf: a value is NaN or +/-Inf when its bits
+# without the sign reach that exponent.
+_NONFINITE_BITS = {
+    np.dtype(np.float16): (np.uint16, 0x7FFF, 0x7C00),
+    np.dtype(np.float32): (np.uint32, 0x7FFF_FFFF, 0x7F80_0000),
+}
+
+
+def _has_nonfinite(values: np.ndarray) -> bool:
+    """Whether a C-contiguous half or float32 array holds any NaN or +/-Inf.
+
+    A frame nearly always holds none, so one reduction over the bits, strip by strip, answers without the
+    frame-sized boolean mask (and its page faults) that ``np.isfinite`` makes, and on halves reads half
+    the memory; only a frame that has some is looked at value by value.
+    """
+    unsigned, magnitude, exponent = _NONFINITE_BITS[values.dtype]
+    bits = values.reshape(-1).view(unsigned)
+    scratch = np.empty(min(bits.size, _CHECK_STRIP), unsigned)
+    for start in range(0, bits.size, _CHECK_STRIP):
+        part = bits[start : start + _CHECK_STRIP]
+        if np.bitwise_and(part, magnitude, out=scratch[: part.size]).max() >= exponent:
+            return True
+    return False
+
+
+def _float32_pixels(picked: torch.Tensor) -> np.ndarray:
+    """``picked`` (H×W×C, half or float32, maybe a channel slice) as C-contiguous float32.
+
+    Float32 data already contiguous is OpenImageIO's own buffer, returned without a copy; anything else is
+    copied strip by strip (``_WIDEN_STRIP``).
+    """
+    if picked.dtype == torch.float32 and picked.is_contiguous():
+        return picked.numpy()
+    out = torch.empty(picked.shape, dtype=torch.float32)
+    if picked.is_contiguous():
+        pairs = zip(out.view(-1).split(_WIDEN_STRIP), picked.view(-1).split(_WIDEN_STRIP), strict=True)
+    else:  # a channel slice: strips of whole pixels
+        rows = max(1, _WIDEN_STRIP // max(1, picked.shape[-1]))
+        channels = picked.shape[-1]
+        pairs = zip(out.view(-1, channels).split(rows), picked.reshape(-1, channels).split(rows), strict=True)
+    for target, source in pairs:
+        target.copy_(source)
+    return out.numpy()
+
+
 def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
     """Read one plate frame as float32 RGB of its data window.
 
@@ -359,15 +413,21 @@ def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
     finally:
         inp.close()
 
-    data = torch.from_numpy(np.asarray(data).reshape(spec.height, spec.width, last - first))
+    data = np.asarray(data).reshape(spec.height, spec.width, last - first)
+    stored = torch.from_numpy(data)
     offsets = [c - first for c in selection.color]
     # Channels stored in R, G, B order (nearly every plate) are a plain slice; gathering by an index
     # list would cost an extra full-frame copy.
     if offsets == list(range(offsets[0], offsets[0] + len(offsets))):
-        picked = data[:, :, offsets[0] : offsets[0] + len(offsets)]
+        picked = stored[:, :, offsets[0] : offsets[0] + len(offsets)]
     else:
-        picked = data[:, :, offsets]
-    color = picked.to(torch.float32).contiguous().numpy()
+        picked = stored[:, :, offsets]
+    channel_formats = [spec.channelformat(i) for i in selection.color]
+    is_float = any(td.basetype in _FLOAT_BASETYPES for td in channel_formats)
+    # Checked on what OpenImageIO read, all its channels: a NaN in a channel not taken (an alpha between
+    # the colours) sends the frame to the exact count below, which counts only the colour.
+    suspect = is_float and _has_nonfinite(data)
+    color = _float32_pixels(picked)
 
     warnings: list[str] = []
     if selection.alpha is not None:
@@ -381,10 +441,8 @@ def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
         else:
             warnings.append(f"alpha channel {alpha_name!r} ignored: the matte is computed from RGB")
 
-    channel_formats = [spec.channelformat(i) for i in selection.color]
-    is_float = any(td.basetype in _FLOAT_BASETYPES for td in channel_formats)
     nonfinite = 0
-    if is_float:
+    if suspect:
         bad = ~np.isfinite(color)
         nonfinite = int(np.count_nonzero(bad))
         if nonfinite:
@@ -564,16 +622,20 @@ def _disk_hint(path: str, needed: int) -> str:
 
 
 def _to_half(pixels: np.ndarray) -> np.ndarray:
-    """A new half-float copy of ``pixels``, clamped to the half range so a bright highlight is the largest
-    half rather than Inf.
+    """``pixels`` as halves clamped to the half range, so a bright highlight is the largest half rather than
+    Inf; never the caller's array modified.
 
     Converted by torch, whose vectorised float-to-half is far faster than numpy's, then clamped in place:
     clamping after the narrowing gives the same values (everything that rounds past HALF_MAX is clamped
     back to it) at half the memory traffic. Halves (``compose_foreground(dtype=np.float16)``, the render's
-    path) take one pass, the clamp into a new buffer.
+    path) are written as they are when they hold no Inf (nor NaN, which the clamp would quiet): one check
+    of the bits instead of a clamped frame-sized copy (bench/README.md); otherwise clamped into a new buffer.
     """
     if pixels.dtype == np.float16:
-        return torch.from_numpy(np.ascontiguousarray(pixels)).clamp(-HALF_MAX, HALF_MAX).numpy()
+        pixels = np.ascontiguousarray(pixels)
+        if not _has_nonfinite(pixels):
+            return pixels
+        return torch.from_numpy(pixels).clamp(-HALF_MAX, HALF_MAX).numpy()
     halves = torch.empty(pixels.shape, dtype=torch.float16)
     halves.copy_(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)))
     return halves.clamp_(-HALF_MAX, HALF_MAX).numpy()
