@@ -36,19 +36,31 @@ from rvm_vfx.color import ColorPipeline
 from rvm_vfx.compositing import SOLID_ALPHA_RAMP
 from rvm_vfx.cuts import Signature, sample_stride, signature_of_sample
 
-__all__ = ["TOLERANCE_ABS", "TOLERANCE_REL", "DeviceColor", "DeviceFrame", "DeviceTransform", "build_transform"]
+__all__ = [
+    "TOLERANCE_ABS",
+    "TOLERANCE_REL",
+    "DeviceColor",
+    "DeviceFrame",
+    "DeviceTransform",
+    "build_transform",
+    "difference_from_ocio",
+]
 
 log = logging.getLogger(__name__)
 
-#: How far a device transform may stray from OCIO's CPU processor: ``ABS + REL * m`` per value, ``m`` the pixel's
-#: largest magnitude in OCIO's result. REL covers OCIO's own pow, an SSE approximation up to 2.8e-5 relative
-#: (measured: its 1.0 ** 2.2 is 1.0000223), torch's float32 pow / exp / log (within 1 ulp on the CPU, 2 on CUDA)
-#: and the reassociated 3×3 matrix sums, whose error scales with the pixel's largest value, not with a channel
-#: that cancels near 0. An implementation error (a wrong branch, gamma or matrix) is far past it; a chain that
-#: amplifies OCIO's approximation past it (an encoded space to another encoded gamut: the matrix cancels and the
-#: sRGB toe multiplies by 12.92) is left to OCIO.
+#: How far each op of a device transform may stray from the same op run by OCIO's CPU processor: ``ABS + REL * m``
+#: per value, ``m`` the pixel's largest magnitude in OCIO's result. REL covers OCIO's own pow and exp, SSE
+#: approximations up to 2.8e-5 relative (measured: its 1.0 ** 2.2 is 1.0000223), torch's float32 pow / exp / log
+#: (within 1 ulp on the CPU, 2 on CUDA) and the reassociated 3×3 matrix sums, whose error scales with the pixel's
+#: largest value, not with a channel that cancels near 0. An implementation error (a wrong branch, gamma,
+#: direction or matrix) is far past it.
 TOLERANCE_ABS = 1e-5
 TOLERANCE_REL = 5e-5
+#: The whole chain against OCIO's processor for the pair, relative as above: a later op amplifies an earlier one's
+#: approximation (ACEScct to sRGB: OCIO's approximate exp, then a matrix that cancels to near 0, then the sRGB toe's
+#: slope of 12.92 gives 1e-3 on values of 20, 6e-5 of them, measured), so the chain is held to what that allows;
+#: it catches ops in a wrong order or a missing one.
+CHAIN_TOLERANCE_REL = 1e-2
 
 #: OCIO results compared: past this a value is no colour (an ACEScct code of 1000 decodes past float range, where
 #: OCIO's approximate exp and torch's overflow differently) and no plate or network input holds it.
@@ -77,8 +89,8 @@ _PROBE = _probe_values()
 
 
 class DeviceTransform:
-    """One pair of spaces' OCIO transform as torch ops on ``device``; ``max_error`` is the largest difference from
-    OCIO the probe found, relative to the pixel's largest value where that is over 1, absolute below."""
+    """One pair of spaces' OCIO transform as torch ops on ``device``; ``max_error`` is the largest difference of an op
+    from OCIO's the probe found, relative to the pixel's largest value where that is over 1, absolute below."""
 
     def __init__(self, ops: list[Op], device: torch.device, max_error: float = 0.0) -> None:
         self.ops = ops
@@ -105,30 +117,52 @@ def build_transform(color: ColorPipeline, src: str, dst: str, device: torch.devi
     if src == dst:
         return DeviceTransform([], device)
     ops: list[Op] = []
+    error = 0.0
     for transform in color.converter.optimized_ops(src, dst):
         op = _op_for(transform, device)
         if op is None:
             log.info("device colour: %s -> %s has a %s, left to OCIO", src, dst, type(transform).__name__)
             return None
+        op_error = _op_disagreement(color, transform, op, device)
+        if op_error is None:
+            log.info(
+                "device colour: %s -> %s: its %s disagrees with OCIO past the tolerance, left to OCIO",
+                src,
+                dst,
+                type(transform).__name__,
+            )
+            return None
+        error = max(error, op_error)
         ops.append(op)
-    candidate = DeviceTransform(ops, device)
-    error = _disagreement(color, candidate, src, dst)
-    if error is None:
+    candidate = DeviceTransform(ops, device, error)
+    want = color.converter.convert(_PROBE, src, dst)
+    if difference_from_ocio(_on_probe(candidate, device), want, CHAIN_TOLERANCE_REL) is None:
         log.info("device colour: %s -> %s disagrees with OCIO past the tolerance, left to OCIO", src, dst)
         return None
-    candidate.max_error = error
     return candidate
 
 
-def _disagreement(color: ColorPipeline, candidate: DeviceTransform, src: str, dst: str) -> float | None:
-    """The largest difference from OCIO over the probe set, or None when any value is past the tolerance."""
-    want = color.converter.convert(_PROBE, src, dst).astype(np.float64)
-    got = candidate(torch.from_numpy(_PROBE).to(candidate.device)).cpu().numpy().astype(np.float64)
+def _on_probe(op: Op, device: torch.device) -> np.ndarray:
+    return op(torch.from_numpy(_PROBE).to(device)).cpu().numpy()
+
+
+def _op_disagreement(color: ColorPipeline, transform: ocio.Transform, op: Op, device: torch.device) -> float | None:
+    """``difference_from_ocio`` of one op against OCIO's CPU processor for that op alone, over the probe set."""
+    want = _PROBE.copy()
+    color.config.getProcessor(transform).getDefaultCPUProcessor().applyRGB(want)
+    return difference_from_ocio(_on_probe(op, device), want)
+
+
+def difference_from_ocio(got: np.ndarray, want: np.ndarray, rel: float = TOLERANCE_REL) -> float | None:
+    """How far ``got`` (…×3) is from OCIO's ``want``: None past ``TOLERANCE_ABS + rel × m`` anywhere (``m`` the
+    pixel's largest magnitude in ``want``; results past ``_COMPARED_MAGNITUDE`` are not compared), else the largest
+    difference relative to ``max(m, 1)``."""
+    want, got = want.astype(np.float64), got.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         scale = np.max(np.abs(want), axis=-1, keepdims=True)
-        compared = np.isfinite(scale[:, 0]) & (scale[:, 0] < _COMPARED_MAGNITUDE)
+        compared = np.isfinite(scale[..., 0]) & (scale[..., 0] < _COMPARED_MAGNITUDE)
         diff = np.abs(got - want)[compared]
-        within = diff <= TOLERANCE_ABS + TOLERANCE_REL * scale[compared]  # NaN or Inf from the device: False
+        within = diff <= TOLERANCE_ABS + rel * scale[compared]  # NaN or Inf from the device: False
     if not within.all():
         return None
     return float((diff / np.maximum(scale[compared], 1.0)).max(initial=0.0))
