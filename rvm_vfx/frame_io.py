@@ -323,12 +323,12 @@ def _check_exists(path: str) -> None:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
 
 
-#: Values per strip when torch widens a half plate: under torch's grain size (32768 values), so each copy runs
-#: on the calling reader thread instead of starting an OpenMP team of its own beside the network's pool
-#: (compositing's premultiply strips are sized alike, for the same reason). At 1080p on the 2-core VM the
-#: whole-frame widening cost 1-8 CPU-ms on two threads depending on what the other core was doing, the
-#: strips 4-4.5 whatever it did (bench/README.md).
-_WIDEN_STRIP = 1 << 15
+#: Values per strip when torch widens a half plate: below torch's grain size (an op on 32768 values or more
+#: goes parallel), so each copy runs on the calling reader thread instead of starting an OpenMP region of its
+#: own beside the network's pool (compositing's premultiply strips are sized alike, for the same reason), and
+#: a multiple of 64 values, so every strip starts aligned. At 1080p on the 2-core VM the whole-frame widening
+#: cost 1-8 CPU-ms on two threads depending on what the other core was doing, the strips 2.5-3 (bench/README.md).
+_WIDEN_STRIP = (1 << 15) - 64
 #: Values per strip of the NaN/Inf check (numpy, single-threaded): 256 kB of scratch, cache-sized.
 _CHECK_STRIP = 1 << 17
 

@@ -348,6 +348,20 @@ def test_one_nonfinite_value_in_the_last_pixel_is_found(tmp_path: Path, fmt: str
     assert plate.warnings == [f"{path}: 1 NaN/Inf values replaced with 0"]
 
 
+@pytest.mark.parametrize("channels", [("R", "G", "B"), ("R", "G", "B", "A")])  # the whole buffer, a channel slice
+@pytest.mark.parametrize("strip", [7, 64 * 3])  # strips ending mid-pixel (and mid-row), and whole pixels
+def test_a_half_plate_widened_in_strips_is_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: tuple[str, ...], strip: int
+) -> None:
+    monkeypatch.setattr(frame_io, "_WIDEN_STRIP", strip)
+    halves = _every_half()[:37, :29].copy()
+    halves = np.concatenate([halves, halves[..., :1]], axis=2)[..., : len(channels)].copy()
+    plate = read_image(_write(tmp_path / "p.exr", halves, "half", channels=channels))
+    expected = halves[..., :3].astype(np.float32)
+    expected[~np.isfinite(expected)] = 0.0
+    assert np.array_equal(plate.rgb.view(np.uint32), expected.view(np.uint32))
+
+
 def test_nan_in_a_channel_that_is_not_read_is_not_counted(tmp_path: Path) -> None:
     # Channels stored B, A, G, R: the alpha sits between the colour channels the reader takes.
     pixels = _constant(0.25, np.nan, 0.5, 0.75)
