@@ -201,7 +201,13 @@ def bench_hd(
         model_fps = (before + after) / 2
         costs = stage_costs(pattern, frames, ratio, model, device, precision)
         stages = costs["cpu_ms"]
+        device_path = None
+        if device != "cpu":  # what the render runs there: colour and compositing on the device (rvm_vfx.device_color)
+            from bench_device_colour import device_stage_costs
+
+            device_path = device_stage_costs(pattern, frames, ratio, model, device, precision)
         return {
+            "device_path_stage_ms": device_path,
             "frames": frames,
             "model_only_fps": model_fps,
             "model_only_fps_runs": [before, after],
@@ -281,6 +287,11 @@ def main() -> None:
         print(f"with every core busy, end to end can reach at most {hd['ratio_bound']:.0%} of model-only here")
     else:
         print("wall ms per frame, stage by stage: " + ", ".join(f"{k} {v:.0f}" for k, v in hd["stage_wall_ms"].items()))
+        for kind, figures in hd["device_path_stage_ms"].items():
+            print(
+                f"device colour path (the render's on {device}), {kind} per frame: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
+            )
     if args.uhd_memory:
         uhd = uhd_peak_memory(6, device.type, args.precision)
         result["uhd"] = uhd
