@@ -188,8 +188,13 @@ def _op_for(transform: ocio.Transform, device: torch.device) -> Op | None:
     return None
 
 
-def _vector(values: list[float], device: torch.device) -> torch.Tensor:
-    return torch.tensor(values[:3], dtype=torch.float32, device=device)
+def _vector(values: list[float], device: torch.device) -> torch.Tensor | float:
+    """A per-channel parameter: one number when the three channels share it (the usual case), which halves the
+    cost of a pow on the CPU and saves a broadcast on any device."""
+    rgb = [float(v) for v in values[:3]]
+    if rgb[0] == rgb[1] == rgb[2]:
+        return float(np.float32(rgb[0]))
+    return torch.tensor(rgb, dtype=torch.float32, device=device)
 
 
 def _rgb_only(values: list[float], neutral: float) -> bool:
@@ -208,8 +213,9 @@ def _matrix(transform: ocio.MatrixTransform, inverse: bool, device: torch.device
         shift = -matrix @ shift
     rows = torch.tensor(matrix.T, dtype=torch.float32, device=device)
     add = torch.tensor(shift, dtype=torch.float32, device=device)
+    # One (N×3)·(3×3) product over the pixels: a broadcast (H×W×3)·(3×3) runs as H small products, 4× slower.
     if not shift.any():
-        return lambda rgb: rgb @ rows
+        return lambda rgb: (rgb.reshape(-1, 3) @ rows).reshape(rgb.shape)
     return lambda rgb: torch.addmm(add, rgb.reshape(-1, 3), rows).reshape(rgb.shape)
 
 
@@ -251,7 +257,7 @@ def _exponent_with_linear(
     )
     if inverse:
         brk, line = _vector(linear_break, device), _vector([1.0 / s for s in slope], device)
-        one_plus, inv_g = 1.0 + o, 1.0 / g
+        one_plus, inv_g = _vector([1.0 + x for x in offsets], device), _vector([1.0 / x for x in gammas], device)
 
         def curve(x: torch.Tensor) -> torch.Tensor:
             return torch.where(x > brk, one_plus * torch.pow(torch.clamp(x, min=0.0), inv_g) - o, x * line)
