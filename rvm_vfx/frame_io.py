@@ -323,14 +323,11 @@ def _check_exists(path: str) -> None:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
 
 
-#: Values per strip when torch widens a half plate: below torch's grain size (an op on 32768 values or more
-#: goes parallel), so each copy runs on the calling reader thread instead of starting an OpenMP region of its
-#: own beside the network's pool (compositing's premultiply strips are sized alike, for the same reason), and
-#: a multiple of 64 values, so every strip starts aligned. At 1080p on the 2-core VM the whole-frame widening
-#: cost 1-8 CPU-ms on two threads depending on what the other core was doing, the strips 2.5-3 (bench/README.md).
-_WIDEN_STRIP = (1 << 15) - 64
-#: Values per strip of the NaN/Inf check (numpy, single-threaded): 256 kB of scratch, cache-sized.
-_CHECK_STRIP = 1 << 17
+#: Values per strip of the NaN/Inf check (numpy, single-threaded): a 2 MB scratch at half. Few strips on purpose:
+#: each call in a reader or writer thread is a hand-over of the GIL with the thread stepping the network, and
+#: a loop of ~200 calls a frame (widening in strips under torch's grain size) cut a 1080p CPU render from 3.5
+#: to 2.9-3.1 fps although it cost fewer CPU-ms on its own (bench/README.md).
+_CHECK_STRIP = 1 << 20
 
 # Unsigned view, the bits below the sign, and the exponent of Inf: a value is NaN or +/-Inf when its bits
 # without the sign reach that exponent.
@@ -355,26 +352,6 @@ def _has_nonfinite(values: np.ndarray) -> bool:
         if np.bitwise_and(part, magnitude, out=scratch[: part.size]).max() >= exponent:
             return True
     return False
-
-
-def _float32_pixels(picked: torch.Tensor) -> np.ndarray:
-    """``picked`` (H×W×C, half or float32, maybe a channel slice) as C-contiguous float32.
-
-    Float32 data already contiguous is OpenImageIO's own buffer, returned without a copy; anything else is
-    copied strip by strip (``_WIDEN_STRIP``).
-    """
-    if picked.dtype == torch.float32 and picked.is_contiguous():
-        return picked.numpy()
-    out = torch.empty(picked.shape, dtype=torch.float32)
-    if picked.is_contiguous():
-        pairs = zip(out.view(-1).split(_WIDEN_STRIP), picked.view(-1).split(_WIDEN_STRIP), strict=True)
-    else:  # a channel slice: strips of whole pixels
-        rows = max(1, _WIDEN_STRIP // max(1, picked.shape[-1]))
-        channels = picked.shape[-1]
-        pairs = zip(out.view(-1, channels).split(rows), picked.reshape(-1, channels).split(rows), strict=True)
-    for target, source in pairs:
-        target.copy_(source)
-    return out.numpy()
 
 
 def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
@@ -427,7 +404,8 @@ def read_image(path: str | os.PathLike[str], layer: str | None = None) -> Plate:
     # Checked on what OpenImageIO read, all its channels: a NaN in a channel not taken (an alpha between
     # the colours) sends the frame to the exact count below, which counts only the colour.
     suspect = is_float and _has_nonfinite(data)
-    color = _float32_pixels(picked)
+    # Widened by torch in one call (vectorised; numpy's per-value conversion is several times slower).
+    color = picked.to(torch.float32).contiguous().numpy()
 
     warnings: list[str] = []
     if selection.alpha is not None:

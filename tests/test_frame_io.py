@@ -349,17 +349,20 @@ def test_one_nonfinite_value_in_the_last_pixel_is_found(tmp_path: Path, fmt: str
 
 
 @pytest.mark.parametrize("channels", [("R", "G", "B"), ("R", "G", "B", "A")])  # the whole buffer, a channel slice
-@pytest.mark.parametrize("strip", [7, 64 * 3])  # strips ending mid-pixel (and mid-row), and whole pixels
-def test_a_half_plate_widened_in_strips_is_the_same(
+@pytest.mark.parametrize("strip", [7, 64 * 3])  # strips of the check ending mid-pixel (and mid-row), and whole pixels
+def test_nonfinite_values_are_found_in_any_strip_of_the_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: tuple[str, ...], strip: int
 ) -> None:
-    monkeypatch.setattr(frame_io, "_WIDEN_STRIP", strip)
-    halves = _every_half()[:37, :29].copy()
-    halves = np.concatenate([halves, halves[..., :1]], axis=2)[..., : len(channels)].copy()
-    plate = read_image(_write(tmp_path / "p.exr", halves, "half", channels=channels))
-    expected = halves[..., :3].astype(np.float32)
-    expected[~np.isfinite(expected)] = 0.0
-    assert np.array_equal(plate.rgb.view(np.uint32), expected.view(np.uint32))
+    monkeypatch.setattr(frame_io, "_CHECK_STRIP", strip)
+    halves = np.full((37, 29, len(channels)), 0.5, np.float16)
+    clean = read_image(_write(tmp_path / "clean.exr", halves, "half", channels=channels))
+    assert clean.nonfinite == 0
+    for y, x, c in [(0, 0, 0), (36, 28, 2), (20, 11, 1)]:  # first value, last colour value, one in between
+        bad = halves.copy()
+        bad[y, x, c] = np.inf if c else np.nan
+        plate = read_image(_write(tmp_path / f"bad{y}.exr", bad, "half", channels=channels))
+        assert plate.nonfinite == 1 and plate.rgb[y, x, c] == 0.0
+        assert np.count_nonzero(plate.rgb == 0.5) == 37 * 29 * 3 - 1
 
 
 def test_nan_in_a_channel_that_is_not_read_is_not_counted(tmp_path: Path) -> None:
