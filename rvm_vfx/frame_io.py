@@ -326,7 +326,7 @@ def _check_exists(path: str) -> None:
 #: Values per strip of the NaN/Inf check (numpy, single-threaded): a 2 MB scratch at half. Few strips on purpose:
 #: each call in a reader or writer thread is a hand-over of the GIL with the thread stepping the network, and
 #: a loop of ~200 calls a frame (widening in strips under torch's grain size) cut a 1080p CPU render from 3.5
-#: to 2.9-3.1 fps although it cost fewer CPU-ms on its own (bench/README.md).
+#: to 2.8-3.1 fps although it cost fewer CPU-ms on its own (bench/README.md).
 _CHECK_STRIP = 1 << 20
 
 # Unsigned view, the bits below the sign, and the exponent of Inf: a value is NaN or +/-Inf when its bits
